@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both set everything up first and are idempotent: the venv, the jars and the
+# Postgres cluster are reused on a second run.
+
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test lint venv stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/ecst demo
+
+test: venv
+	$(VENV)/bin/ruff check ecst tests
+	$(VENV)/bin/pytest
+
+lint: venv
+	$(VENV)/bin/ruff check ecst tests
+
+stack-up: venv
+	$(VENV)/bin/ecst stack up
+
+stack-down: venv
+	$(VENV)/bin/ecst stack down
+
+clean: stack-down
+	rm -rf .ecst

@@ -1,0 +1,1 @@
+"""The `ecst` command line: a thin layer over the library, one module per command group."""

@@ -1,0 +1,63 @@
+"""`ecst`: the root command, shared options, logging and the error-to-exit-code policy."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ecst import __version__
+from ecst.exceptions import ConnectorFailedError, EcstError
+from ecst.settings import Settings
+
+
+class EcstGroup(click.Group):
+    """Turns every deliberate ecst error into `Error: …` on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConnectorFailedError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            if exc.trace:
+                click.echo("\n".join(exc.trace.strip().splitlines()[:25]), err=True)
+            sys.exit(1)
+        except EcstError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose > 2 else logging.ERROR)
+    logging.getLogger("ecst").setLevel(level if verbose else logging.WARNING)
+
+
+@click.group(cls=EcstGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ecst")
+@click.option("--home", type=click.Path(file_okay=False), envvar="ECST_HOME",
+              help="Folder of the local stack (jars, logs, data). Default: ./.ecst")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
+    """ecst: keep a private copy of another service's table, built from Debezium change events.
+
+    \b
+    Example:
+        ecst stack up
+        ecst connectors apply -f connectors/users.yaml
+        ecst consume --until-caught-up
+    """
+    setup_logging(verbose)
+    ctx.obj = Settings.from_env(home=home)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from ecst.cli import connectors, consume, demo, stack  # noqa: F401  (registers commands)
+
+    cli(prog_name="ecst")

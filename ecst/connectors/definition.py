@@ -1,0 +1,158 @@
+"""Connector definitions: one YAML file per connector, validated before anything is sent.
+
+    name: users                      # the connector's name in Kafka Connect
+    config:                          # the connector config, values as YAML scalars
+      connector.class: io.debezium.connector.postgresql.PostgresConnector
+      database.password: ${env:ECST_CONNECTOR_PASSWORD}   # resolved by the Connect worker
+      topic.prefix: ${TOPIC_PREFIX:-producer}             # resolved here, from the environment
+    secrets: [some.extra.key]        # optional: more keys to mask in every output
+
+`${VAR}` and `${VAR:-default}` are replaced from the environment when the file is loaded.
+Kafka Connect config-provider references such as `${env:VAR}` or `${file:path:key}` are left
+untouched for the worker to resolve.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecst.exceptions import DefinitionError
+from ecst.settings import MASK
+
+TOP_LEVEL_KEYS = {"name": "the connector's name", "config": "the connector config (a mapping)",
+                  "secrets": "a list of extra config keys to mask"}
+REQUIRED_CONFIG = ("connector.class",)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ConnectorDefinition:
+    """A validated connector: its name, its config as strings, and which keys are secret."""
+
+    name: str
+    config: dict[str, str]
+    source: Path | None = None
+    extra_secrets: frozenset[str] = field(default_factory=frozenset)
+
+    def is_secret(self, key: str) -> bool:
+        return key in self.extra_secrets or bool(_SECRET_KEY.search(key))
+
+    def masked(self, config: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The config (or another one of this connector) with every secret value masked."""
+        return {k: (MASK if self.is_secret(k) else v) for k, v in (config or self.config).items()}
+
+
+def _where(path: Path | None) -> str:
+    return str(path) if path else "<definition>"
+
+
+def interpolate(value: str, environ: Mapping[str, str], where: str) -> str:
+    """Replace `${VAR}` / `${VAR:-default}` from `environ`; leave `${provider:...}` alone."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise DefinitionError(
+            f"{where}: environment variable {name} is not set: export it, "
+            f"or give a default with ${{{name}:-value}}"
+        )
+
+    return _VAR.sub(sub, value)
+
+
+def _scalar(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ",".join(str(v) for v in value)
+    raise DefinitionError(
+        f"{where}: expected a string, number, boolean or list of them, got {type(value).__name__}"
+        + (" (null)" if value is None else "")
+    )
+
+
+def parse_definition(
+    doc: Any, source: Path | None = None, environ: Mapping[str, str] | None = None
+) -> ConnectorDefinition:
+    """Validate a parsed YAML document and build the definition."""
+    environ = os.environ if environ is None else environ
+    where = _where(source)
+    if not isinstance(doc, dict):
+        raise DefinitionError(f"{where}: expected a mapping with keys name and config")
+    unknown = sorted(set(doc) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        allowed = ", ".join(f"{k} ({v})" for k, v in TOP_LEVEL_KEYS.items())
+        raise DefinitionError(f"{where}: unknown top-level key {unknown[0]!r}; allowed: {allowed}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"{where}: key 'name' is required and must be a non-empty string")
+    name = interpolate(name, environ, f"{where}: name")
+    config = doc.get("config")
+    if not isinstance(config, dict) or not config:
+        raise DefinitionError(f"{where}: key 'config' is required and must be a mapping")
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise DefinitionError(f"{where}: config key {key!r} must be a string")
+        text = _scalar(value, f"{where}: config.{key}")
+        out[key] = interpolate(text, environ, f"{where}: config.{key}")
+    for key in REQUIRED_CONFIG:
+        if not out.get(key):
+            raise DefinitionError(f"{where}: config.{key} is required")
+    if "name" in out and out["name"] != name:
+        raise DefinitionError(f"{where}: config.name {out['name']!r} differs from name {name!r}")
+    out.pop("name", None)
+    extra = doc.get("secrets") or []
+    if not isinstance(extra, list) or not all(isinstance(k, str) for k in extra):
+        raise DefinitionError(f"{where}: key 'secrets' must be a list of config keys")
+    return ConnectorDefinition(name=name, config=out, source=source, extra_secrets=frozenset(extra))
+
+
+def load_definition(path: Path | str, environ: Mapping[str, str] | None = None) -> ConnectorDefinition:
+    """Read and validate one connector YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DefinitionError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DefinitionError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise DefinitionError(f"{path}: YAML syntax error at {at}: {problem}") from exc
+    return parse_definition(doc, path, environ)
+
+
+def load_definitions(paths: list[Path | str], environ: Mapping[str, str] | None = None
+                     ) -> list[ConnectorDefinition]:
+    """Load files and folders (every *.yaml / *.yml directly inside); names must be unique."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file())
+        else:
+            files.append(p)
+    defs = [load_definition(f, environ) for f in files]
+    seen: dict[str, Path | None] = {}
+    for d in defs:
+        if d.name in seen:
+            raise DefinitionError(f"{d.source}: connector name {d.name!r} is also used by {seen[d.name]}")
+        seen[d.name] = d.source
+    return defs

@@ -1,0 +1,165 @@
+"""Debezium change records (JSON converter) decoded into `ChangeEvent` values: pure functions.
+
+`decode(record)` accepts the envelope with `schemas.enable` true or false. It returns None for
+records that carry no change (tombstones), and raises `EventError` for records it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecst.consumer.types import DEFAULT_PLACEHOLDER, Field, convert
+from ecst.exceptions import EventError
+
+OPS = frozenset("crudt")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the consumer received it (raw bytes, no I/O attached)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One row change: what happened to which key of which source table, and at what position.
+
+    `position` is the source LSN of the change (for snapshot rows, the snapshot's LSN); the
+    state store never lets an event overwrite a row holding a newer position.
+    """
+
+    op: str
+    table: str
+    key: dict[str, Any]
+    after: dict[str, Any] | None
+    position: int
+    topic: str
+    partition: int
+    offset: int
+    snapshot: str | None = None
+    ts_ms: int | None = None
+    fields: tuple[Field, ...] = field(default=(), compare=False)
+    key_fields: tuple[Field, ...] = field(default=(), compare=False)
+
+
+def _loads(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"{what} is not JSON: {exc}") from exc
+
+
+def _split(doc: Any) -> tuple[dict[str, Any] | None, Any]:
+    """(schema, payload) from a JSON-converter document, with or without an embedded schema."""
+    if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
+        return doc["schema"], doc["payload"]
+    return None, doc
+
+
+def _struct_fields(schema: dict[str, Any] | None) -> tuple[Field, ...]:
+    if not schema:
+        return ()
+    return tuple(Field.from_schema(f) for f in schema.get("fields", ()))
+
+
+def _envelope_field(schema: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if not schema:
+        return None
+    for f in schema.get("fields", ()):
+        if f.get("field") == name:
+            return f
+    return None
+
+
+def _row(payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder: str) -> dict | None:
+    if payload is None:
+        return None
+    by_name = {f.name: f for f in fields}
+    out = {}
+    for name, value in payload.items():
+        f = by_name.get(name)
+        try:
+            out[name] = convert(value, f, placeholder)
+        except EventError as exc:
+            raise EventError(f"column {name!r}: {exc}") from exc
+    return out
+
+
+def source_position(source: dict[str, Any]) -> int:
+    """The per-key position of an event: `source.lsn`, or for incremental-snapshot rows (which
+    carry no LSN) the current LSN in `source.sequence`."""
+    lsn = source.get("lsn")
+    if lsn is not None:
+        return int(lsn)
+    sequence = source.get("sequence")
+    if sequence:
+        try:
+            values = json.loads(sequence) if isinstance(sequence, str) else sequence
+            last = values[-1]
+            if last is not None:
+                return int(last)
+        except (ValueError, TypeError, IndexError):
+            pass
+    raise EventError("event has no source position (source.lsn and source.sequence are empty)")
+
+
+def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEvent | None:
+    """Decode one Debezium change record; None for a tombstone (null value)."""
+    if record.value is None:
+        return None
+    value_schema, payload = _split(_loads(record.value, "record value"))
+    if not isinstance(payload, dict) or "op" not in payload:
+        raise EventError("record value is not a Debezium change envelope (no 'op' field)")
+    op = payload["op"]
+    if op not in OPS:
+        raise EventError(f"unknown op {op!r}; expected one of c, r, u, d, t")
+    source = payload.get("source") or {}
+    table = source.get("table")
+    if not table:
+        raise EventError("change envelope has no source.table")
+
+    key_schema, key_payload = (None, None)
+    if record.key is not None:
+        key_schema, key_payload = _split(_loads(record.key, "record key"))
+    key_fields = _struct_fields(key_schema)
+
+    after_schema = _envelope_field(value_schema, "after") or _envelope_field(value_schema, "before")
+    fields = _struct_fields(after_schema)
+    after = _row(payload.get("after"), fields, placeholder) if op in "cru" else None
+
+    key: dict[str, Any] = {}
+    if op != "t":
+        if isinstance(key_payload, dict):
+            key = _row(key_payload, key_fields, placeholder) or {}
+        elif key_payload is not None:
+            raise EventError(f"record key {key_payload!r} is not a struct")
+        if not key:
+            raise EventError(
+                f"change to {table!r} has no key: the table needs a primary key "
+                "(or message.key.columns on the connector)"
+            )
+        if op in "cru" and after is None:
+            raise EventError(f"op {op!r} without 'after' row")
+
+    snapshot = source.get("snapshot")
+    return ChangeEvent(
+        op=op,
+        table=table,
+        key=key,
+        after=after,
+        position=source_position(source),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        snapshot=None if snapshot in (None, "false", False) else str(snapshot),
+        ts_ms=source.get("ts_ms"),
+        fields=fields,
+        key_fields=key_fields,
+    )

@@ -1,0 +1,370 @@
+"""The private state store: state tables, per-row positions, delete tombstones and offsets.
+
+Every batch is applied in one transaction together with the Kafka offsets it advances to, so
+the state and the offsets can never disagree. Writes are guarded by source position: an upsert
+or delete only touches a row whose stored position is not newer than the event's, and an upsert
+is dropped when a newer delete tombstone exists for its key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from ecst.consumer.events import ChangeEvent
+from ecst.consumer.plan import TableChanges, key_text, plan_batch
+from ecst.consumer.types import UNCHANGED, sql_type
+from ecst.exceptions import StateStoreError
+
+log = logging.getLogger(__name__)
+
+POSITION = "_ecst_position"
+OFFSETS_TABLE = "ecst_offsets"
+DELETED_TABLE = "ecst_deleted"
+SNAPSHOTS_TABLE = "ecst_snapshots"
+SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
+_CHUNK = 500
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgresql://` URLs and run them on psycopg 3; create SQLite parent folders."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StateStoreError(f"state URL {url.split('@')[-1]!r} is not a database URL") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """Real transactions on SQLite (DDL included) and WAL so readers don't block the writer."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass
+class ApplyStats:
+    """What one batch did to the state."""
+
+    by_op: Counter = field(default_factory=Counter)  # op -> events written after collapsing
+    stale: int = 0  # of those, rejected as older than the state (guard or delete tombstone)
+
+    def merge(self, other: ApplyStats) -> None:
+        self.by_op.update(other.by_op)
+        self.stale += other.stale
+
+
+class StateStore:
+    """A SQLAlchemy database holding the consumer's private state."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.engine = create_engine(self.url, echo=echo, future=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+        elif self.dialect != "postgresql":
+            raise StateStoreError(
+                f"state store dialect {self.dialect!r} is not supported: use sqlite or postgresql"
+            )
+        self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        self.meta = MetaData()
+        self.offsets = Table(
+            OFFSETS_TABLE,
+            self.meta,
+            Column("topic", String(255), primary_key=True),
+            Column("partition", Integer, primary_key=True),
+            Column("next_offset", BigInteger, nullable=False),
+            Column("updated_at", DateTime, nullable=False),
+        )
+        self.deleted = Table(
+            DELETED_TABLE,
+            self.meta,
+            Column("table_name", String(255), primary_key=True),
+            Column("key", String(1024), primary_key=True),
+            Column(POSITION, BigInteger, nullable=False),
+            Column("deleted_at", DateTime, nullable=False),
+        )
+        # Per topic: has Debezium's snapshot been fully applied? `pending` means the snapshot's
+        # last record was applied and `targets` holds the end offsets every partition must reach.
+        self.snapshots = Table(
+            SNAPSHOTS_TABLE,
+            self.meta,
+            Column("topic", String(255), primary_key=True),
+            Column("state", String(16), nullable=False),
+            Column("targets", String(4000), nullable=True),
+            Column("updated_at", DateTime, nullable=False),
+        )
+        self._tables: dict[str, Table] = {}
+        try:
+            with self.engine.begin() as conn:
+                self.meta.create_all(conn, tables=[self.offsets, self.deleted, self.snapshots])
+        except SQLAlchemyError as exc:
+            raise StateStoreError(f"cannot open state store {self.safe_url}: {exc.orig or exc}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ----- reads -------------------------------------------------------------------------
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset to read for every (topic, partition) the state has applied."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(self.offsets.c.topic, self.offsets.c.partition,
+                                       self.offsets.c.next_offset))
+            return {(t, p): o for t, p, o in rows}
+
+    def snapshot_states(self) -> dict[str, tuple[str, dict[int, int]]]:
+        """topic -> (running|pending|complete, {partition: end offset to reach})."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(self.snapshots.c.topic, self.snapshots.c.state,
+                                       self.snapshots.c.targets))
+            return {t: (st, {int(p): o for p, o in json.loads(tg or "{}").items()})
+                    for t, st, tg in rows}
+
+    def mark_snapshot_complete(self, topic: str) -> None:
+        """Record that every record of `topic`'s snapshot has been applied (idempotent)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.engine.begin() as conn:
+            conn.execute(self.snapshots.update().where(self.snapshots.c.topic == topic)
+                         .values(state=SNAPSHOT_COMPLETE, updated_at=now))
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of a state table, without the bookkeeping columns."""
+        with self.engine.connect() as conn:
+            t = Table(table, MetaData(), autoload_with=conn)
+            known = self._tables.get(table)
+            cols = [known.c[c.name] if known is not None and c.name in known.c else c
+                    for c in t.columns if c.name != POSITION]
+            return [dict(r._mapping) for r in conn.execute(select(*cols))]
+
+    def has_table(self, table: str) -> bool:
+        with self.engine.connect() as conn:
+            return inspect(conn).has_table(table)
+
+    # ----- writes ------------------------------------------------------------------------
+    def apply(
+        self,
+        events: Sequence[ChangeEvent],
+        next_offsets: dict[tuple[str, int], int],
+        snapshots: dict[str, tuple[str, dict[int, int]]] | None = None,
+    ) -> ApplyStats:
+        """Apply a batch and store `next_offsets` (and snapshot progress) in the same transaction."""
+        stats = ApplyStats()
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.engine.begin() as conn:
+            for step in plan_batch(events):
+                if step.truncate is not None:
+                    self._truncate(conn, step.truncate, stats)
+                for changes in step.tables.values():
+                    self._apply_table(conn, changes, stats, now)
+            if next_offsets:
+                rows = [
+                    {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
+                    for (t, p), o in sorted(next_offsets.items())
+                ]
+                stmt = self._insert(self.offsets)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["topic", "partition"],
+                    set_={"next_offset": stmt.excluded.next_offset,
+                          "updated_at": stmt.excluded.updated_at},
+                )
+                conn.execute(stmt, rows)
+            for topic, (state, targets) in (snapshots or {}).items():
+                stmt = self._insert(self.snapshots)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["topic"],
+                    set_={"state": stmt.excluded.state, "targets": stmt.excluded.targets,
+                          "updated_at": stmt.excluded.updated_at},
+                )
+                conn.execute(stmt, {"topic": topic, "state": state, "updated_at": now,
+                                    "targets": json.dumps({str(p): o for p, o in targets.items()})})
+        return stats
+
+    def _table_for(self, conn: Connection, changes: TableChanges) -> Table:
+        sample = max(changes.latest.values(), key=lambda e: len(e.fields))
+        name = changes.table
+        fields = {f.name: f for f in sample.fields}
+        key_fields = {f.name: f for f in sample.key_fields}
+        columns: dict[str, Any] = {}
+        for k in sample.key:
+            columns[k] = sql_type(key_fields.get(k) or fields.get(k), sample.key[k])
+        for e in changes.latest.values():
+            for c, v in (e.after or {}).items():
+                if c not in columns and (c in fields or v is not None or not fields):
+                    columns[c] = sql_type(fields.get(c), v)
+        known = self._tables.get(name)
+        if known is not None and set(columns) <= {c.name for c in known.columns}:
+            return known
+        insp = inspect(conn)
+        existing = {c["name"] for c in insp.get_columns(name)} if insp.has_table(name) else None
+        meta = MetaData()
+        table = Table(
+            name,
+            meta,
+            *[Column(c, typ, primary_key=c in sample.key, nullable=c not in sample.key)
+              for c, typ in columns.items()],
+            Column(POSITION, BigInteger, nullable=False),
+        )
+        if existing is None:
+            meta.create_all(conn)
+            log.info("created state table %s (%d columns)", name, len(columns))
+        else:
+            missing_keys = set(sample.key) - existing
+            if missing_keys:
+                raise StateStoreError(
+                    f"state table {name!r} exists without key column(s) {sorted(missing_keys)}: "
+                    "drop it or map the source to another table"
+                )
+            for c in table.columns:
+                if c.name not in existing:
+                    ddl = c.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {ddl}'))
+                    log.info("added column %s.%s (%s)", name, c.name, ddl)
+        self._tables[name] = table
+        return table
+
+    def _tombstone_positions(
+        self, conn: Connection, table: str, keys: list[str]
+    ) -> dict[str, int]:
+        found: dict[str, int] = {}
+        d = self.deleted
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            rows = conn.execute(
+                select(d.c.key, d.c[POSITION]).where(d.c.table_name == table, d.c.key.in_(chunk))
+            )
+            found.update({k: p for k, p in rows})
+        return found
+
+    def _apply_table(
+        self, conn: Connection, changes: TableChanges, stats: ApplyStats, now: dt.datetime
+    ) -> None:
+        table = self._table_for(conn, changes)
+        key_cols = [c.name for c in table.primary_key.columns]
+        upserts = changes.upserts
+        if upserts:
+            tomb = self._tombstone_positions(conn, changes.table, [key_text(e.key) for e in upserts])
+            live = []
+            for e in upserts:
+                if tomb.get(key_text(e.key), -1) > e.position:
+                    stats.stale += 1
+                else:
+                    live.append(e)
+            self._upsert(conn, table, live, key_cols, stats)
+        deletes = changes.deletes
+        if deletes:
+            self._delete(conn, table, deletes, key_cols, stats, now)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        events: Iterable[ChangeEvent],
+        key_cols: list[str],
+        stats: ApplyStats,
+    ) -> None:
+        # Rows whose unchanged-TOAST columns differ need different SET lists: group by them.
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        ops: dict[frozenset[str], Counter] = {}
+        names = [c.name for c in table.columns if c.name != POSITION]
+        for e in events:
+            after = e.after or {}
+            unchanged = frozenset(c for c, v in after.items() if v is UNCHANGED)
+            row = {c: (None if c in unchanged else after.get(c, e.key.get(c))) for c in names}
+            row[POSITION] = e.position
+            groups.setdefault(unchanged, []).append(row)
+            ops.setdefault(unchanged, Counter())[e.op] += 1
+        for unchanged, rows in groups.items():
+            stmt = self._insert(table)
+            set_ = {c: stmt.excluded[c] for c in names if c not in key_cols and c not in unchanged}
+            set_[POSITION] = stmt.excluded[POSITION]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=key_cols,
+                set_=set_,
+                where=table.c[POSITION] <= stmt.excluded[POSITION],
+            )
+            result = conn.execute(stmt, rows)
+            stats.by_op.update(ops[unchanged])
+            if result.rowcount is not None and 0 <= result.rowcount < len(rows):
+                stats.stale += len(rows) - result.rowcount
+
+    def _delete(
+        self,
+        conn: Connection,
+        table: Table,
+        events: list[ChangeEvent],
+        key_cols: list[str],
+        stats: ApplyStats,
+        now: dt.datetime,
+    ) -> None:
+        params = [{**{f"k_{c}": e.key[c] for c in key_cols}, "pos": e.position} for e in events]
+        stmt = delete(table).where(
+            and_(*[table.c[c] == bindparam(f"k_{c}") for c in key_cols]),
+            table.c[POSITION] <= bindparam("pos"),
+        )
+        conn.execute(stmt, params)
+        tomb = self._insert(self.deleted)
+        tomb = tomb.on_conflict_do_update(
+            index_elements=["table_name", "key"],
+            set_={POSITION: tomb.excluded[POSITION], "deleted_at": tomb.excluded.deleted_at},
+            where=self.deleted.c[POSITION] <= tomb.excluded[POSITION],
+        )
+        conn.execute(
+            tomb,
+            [{"table_name": table.name, "key": key_text(e.key), POSITION: e.position,
+              "deleted_at": now} for e in events],
+        )
+        stats.by_op["d"] += len(events)
+
+    def _truncate(self, conn: Connection, event: ChangeEvent, stats: ApplyStats) -> None:
+        if not inspect(conn).has_table(event.table):
+            return
+        table = self._tables.get(event.table) or Table(event.table, MetaData(), autoload_with=conn)
+        conn.execute(delete(table).where(table.c[POSITION] <= event.position))
+        stats.by_op["t"] += 1
+

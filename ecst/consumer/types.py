@@ -1,0 +1,242 @@
+"""Kafka Connect / Debezium field schemas turned into Python values and SQL column types.
+
+Pure functions only: `convert(value, field)` decodes one JSON value according to its Connect
+field schema (logical type and parameters), `sql_type(field)` picks the state-store column type.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    Time,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import DateTime, Numeric, TypeDecorator, TypeEngine
+
+from ecst.exceptions import EventError
+
+EPOCH_DATE = dt.date(1970, 1, 1)
+EPOCH = dt.datetime(1970, 1, 1)
+DEFAULT_PLACEHOLDER = "__debezium_unavailable_value"
+
+
+class _Unchanged:
+    """Marks a column whose value Debezium did not send (unchanged TOASTed value)."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column of a Connect struct schema: its name, Connect type and logical type."""
+
+    name: str
+    type: str
+    logical: str | None = None
+    optional: bool = True
+    parameters: dict[str, str] = field(default_factory=dict)
+    items: Field | None = None
+
+    @classmethod
+    def from_schema(cls, schema: dict[str, Any]) -> Field:
+        """Build from one entry of a Connect struct schema's `fields` list."""
+        items = schema.get("items")
+        return cls(
+            name=schema.get("field", ""),
+            type=schema.get("type", "string"),
+            logical=schema.get("name"),
+            optional=bool(schema.get("optional", True)),
+            parameters=dict(schema.get("parameters") or {}),
+            items=cls.from_schema(items) if isinstance(items, dict) else None,
+        )
+
+
+def _decimal_from_bytes(b64: str, scale: int) -> Decimal:
+    unscaled = int.from_bytes(base64.b64decode(b64), "big", signed=True)
+    return Decimal(unscaled).scaleb(-scale)
+
+
+def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER) -> Any:
+    """Decode one JSON value of field `f` to its Python value (Decimal, datetime, bytes, ...).
+
+    Returns `UNCHANGED` for Debezium's unchanged-TOAST placeholder. With no schema (`f` None,
+    `schemas.enable=false`) the JSON value is returned as it is.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value == placeholder:
+        return UNCHANGED
+    if f is None:
+        return value
+    logical = f.logical
+    try:
+        if logical == "org.apache.kafka.connect.data.Decimal":
+            if isinstance(value, str) and f.type == "bytes":
+                return _decimal_from_bytes(value, int(f.parameters.get("scale", "0")))
+            return Decimal(str(value))
+        if logical == "io.debezium.data.VariableScaleDecimal":
+            if isinstance(value, dict):
+                return _decimal_from_bytes(value["value"], int(value["scale"]))
+            return Decimal(str(value))
+        if logical in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+            return EPOCH_DATE + dt.timedelta(days=int(value))
+        if logical in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
+            return EPOCH + dt.timedelta(milliseconds=int(value))
+        if logical == "io.debezium.time.MicroTimestamp":
+            return EPOCH + dt.timedelta(microseconds=int(value))
+        if logical == "io.debezium.time.NanoTimestamp":
+            return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
+        if logical == "io.debezium.time.ZonedTimestamp":
+            return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        if logical in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
+            return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
+        if logical == "io.debezium.time.MicroTime":
+            return (EPOCH + dt.timedelta(microseconds=int(value))).time()
+        if logical == "io.debezium.time.NanoTime":
+            return (EPOCH + dt.timedelta(microseconds=int(value) // 1000)).time()
+        if f.type == "bytes":
+            raw = base64.b64decode(value)
+            return UNCHANGED if raw == placeholder.encode() else raw
+        if f.type == "array":
+            if value and all(v == placeholder for v in value):
+                return UNCHANGED
+            return [convert(v, f.items, placeholder) for v in value]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EventError(
+            f"field {f.name!r}: cannot decode {value!r} as {logical or f.type}: {exc}"
+        ) from exc
+    return value
+
+
+class ExactDecimal(TypeDecorator):
+    """NUMERIC where the database has it; exact decimal text on SQLite (no float rounding)."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class UtcDateTime(TypeDecorator):
+    """A point in time stored in UTC; read back timezone-aware (naive storage on SQLite)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def sql_type(f: Field | None, sample: Any = None) -> TypeEngine:
+    """The state-store column type for a field (or, without a schema, for a sample value)."""
+    if f is None:
+        return _type_of_sample(sample)
+    logical = f.logical
+    if logical in ("org.apache.kafka.connect.data.Decimal", "io.debezium.data.VariableScaleDecimal"):
+        return ExactDecimal()
+    if logical in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+        return Date()
+    if logical == "io.debezium.time.ZonedTimestamp":
+        return UtcDateTime()
+    if logical in (
+        "io.debezium.time.Timestamp",
+        "io.debezium.time.MicroTimestamp",
+        "io.debezium.time.NanoTimestamp",
+        "org.apache.kafka.connect.data.Timestamp",
+    ):
+        return DateTime()
+    if logical in (
+        "io.debezium.time.Time",
+        "io.debezium.time.MicroTime",
+        "io.debezium.time.NanoTime",
+        "org.apache.kafka.connect.data.Time",
+    ):
+        return Time()
+    return {
+        "int8": SmallInteger(),
+        "int16": SmallInteger(),
+        "int32": Integer(),
+        "int64": BigInteger(),
+        "float32": Float(),
+        "float64": Float(),
+        "boolean": Boolean(),
+        "bytes": LargeBinary(),
+        "array": JSON(),
+        "map": JSON(),
+        "struct": JSON(),
+    }.get(f.type, Text())
+
+
+def _type_of_sample(sample: Any) -> TypeEngine:
+    if isinstance(sample, bool):
+        return Boolean()
+    if isinstance(sample, int):
+        return BigInteger()
+    if isinstance(sample, float):
+        return Float()
+    if isinstance(sample, (list, dict)):
+        return JSON()
+    return Text()
+
+
+def canonical(value: Any) -> Any:
+    """A comparable form of a value read from either database (used by `ecst.verify`)."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    if type(value).__name__ == "UUID":
+        return str(value)
+    return value

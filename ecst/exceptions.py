@@ -1,0 +1,55 @@
+"""Every error ecst raises on purpose, in one tree.
+
+    EcstError
+    ├── ConfigError             a settings value or environment variable is wrong
+    ├── StackError              the local stack cannot be installed, started or reached
+    │   └── PortInUseError      a port the stack needs is taken by another process
+    ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
+    ├── ConnectError            the Kafka Connect REST API failed or is unreachable
+    │   └── ConnectorFailedError    a connector or task went FAILED (carries the trace)
+    ├── EventError              a change event cannot be decoded or applied
+    └── StateStoreError         the state database cannot be used as a state store
+
+The CLI turns each of these into one line, `Error: …`, and a non-zero exit.
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class EcstError(Exception):
+    """Base class of every deliberate ecst error."""
+
+
+class ConfigError(EcstError):
+    """A settings value or environment variable is missing or invalid."""
+
+
+class StackError(EcstError):
+    """The local stack cannot be installed, started, stopped or reached."""
+
+
+class PortInUseError(StackError):
+    """A port the local stack needs is already in use by another process."""
+
+
+class DefinitionError(EcstError):
+    """A connector definition file is invalid; the message names the file and key or line."""
+
+
+class ConnectError(EcstError):
+    """The Kafka Connect REST API answered with an error or could not be reached."""
+
+
+class ConnectorFailedError(ConnectError):
+    """A connector or one of its tasks is FAILED; `trace` holds the worker's stack trace."""
+
+    def __init__(self, message: str, trace: str | None = None) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+class EventError(EcstError):
+    """A change event cannot be decoded or applied to the state store."""
+
+
+class StateStoreError(EcstError):
+    """The state database cannot be used (unsupported dialect, incompatible table)."""

@@ -1,0 +1,233 @@
+"""The stack's private PostgreSQL cluster: found or installed from Debian, created with
+`initdb` in the stack's own folder, `wal_level=logical`, on its own port. A system cluster
+is never touched.
+
+When ecst runs as root the server runs as the `postgres` OS user (Postgres refuses root), and
+the data folder moves to /var/lib/ecst/<id>/postgres/ if the stack folder is not reachable by that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ecst.exceptions import StackError
+from ecst.stack import process
+
+ADMIN_USER = "ecst"
+CONNECTOR_ROLE = "ecst_connector"
+PRODUCER_DB = "producer"
+
+SERVER_CONF = """\
+# Written by `ecst stack up` at every start; edit Settings, not this file.
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = ''
+wal_level = logical
+max_wal_senders = 32
+max_replication_slots = 32
+max_connections = 200
+# A disposable development cluster: trade crash durability for speed.
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+"""
+
+
+def find_bindir(install: bool = True) -> Path:
+    """The newest installed PostgreSQL server's bin folder; apt-get installs one if none."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    if not install:
+        raise StackError("PostgreSQL server not found: install it with `apt-get install postgresql`")
+    if os.geteuid() != 0:
+        raise StackError(
+            "PostgreSQL server not found: run `sudo apt-get install postgresql`, then re-run"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(
+                f"`{' '.join(argv)}` failed (exit {result.returncode}): "
+                f"{result.stderr.strip().splitlines()[-1:] or ''}; install postgresql by hand"
+            )
+    return find_bindir(install=False)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not (parent.stat().st_mode & 0o001):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class PostgresPaths:
+    data: Path
+    log: Path
+    run_as: str | None  # OS user the server runs as (None: the current user)
+
+
+def paths_for(home: Path) -> PostgresPaths:
+    """Where the cluster lives for this stack home, and which OS user runs it."""
+    if os.geteuid() != 0:
+        return PostgresPaths(home / "postgres" / "data", home / "postgres" / "postgres.log", None)
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise StackError(
+            "running as root needs the `postgres` OS user to run the server: "
+            "install the postgresql package (`apt-get install postgresql`)"
+        ) from exc
+    base = home
+    if not _traversable_by_others(home.parent):
+        digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+        base = Path("/var/lib/ecst") / digest
+    return PostgresPaths(base / "postgres" / "data", base / "postgres" / "postgres.log", "postgres")
+
+
+class PostgresCluster:
+    """Creates, starts, checks and stops the private cluster."""
+
+    def __init__(self, home: Path, port: int, admin_password: str, connector_password: str) -> None:
+        self.home = home
+        self.port = port
+        self.admin_password = admin_password
+        self.connector_password = connector_password
+        self.paths = paths_for(home)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        kwargs: dict = {"capture_output": True, "text": True}
+        if self.paths.run_as:
+            kwargs.update(user=self.paths.run_as, group=self.paths.run_as, extra_groups=[])
+        return subprocess.run(argv, cwd="/", **kwargs)
+
+    def _chown(self, path: Path) -> None:
+        if self.paths.run_as:
+            pw = pwd.getpwnam(self.paths.run_as)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def conninfo(self, dbname: str = PRODUCER_DB) -> str:
+        return f"host=127.0.0.1 port={self.port} user={ADMIN_USER} dbname={dbname}"
+
+    def connect(self, dbname: str = PRODUCER_DB, autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(
+            self.conninfo(dbname), password=self.admin_password, autocommit=autocommit,
+            connect_timeout=5,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        pid_file = self.paths.data / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if process.alive(pid) and "postgres" in process.cmdline(pid) else None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def ensure_created(self) -> bool:
+        """initdb once; True if the cluster was created now."""
+        if (self.paths.data / "PG_VERSION").exists():
+            return False
+        bindir = find_bindir()
+        base = self.paths.data.parent
+        base.mkdir(parents=True, exist_ok=True)
+        self._chown(base)
+        pwfile = base / ".pwfile"
+        pwfile.write_text(self.admin_password + "\n")
+        os.chmod(pwfile, 0o600)
+        self._chown(pwfile)
+        try:
+            result = self._run([
+                str(bindir / "initdb"), "-D", str(self.paths.data), "-U", ADMIN_USER,
+                f"--pwfile={pwfile}", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions",
+            ])
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+        conf = self.paths.data / "postgresql.conf"
+        with open(conf, "a") as f:
+            f.write("\ninclude_if_exists = 'ecst.conf'\n")
+        return True
+
+    def start(self) -> int:
+        if self.pid:
+            return self.pid
+        process.require_free(self.port, "PostgreSQL", "ECST_PG_PORT")
+        bindir = find_bindir()
+        conf = self.paths.data / "ecst.conf"
+        conf.write_text(SERVER_CONF.format(port=self.port))
+        self._chown(conf)
+        self.paths.log.parent.mkdir(parents=True, exist_ok=True)
+        if self.paths.run_as and not self.paths.log.exists():
+            self.paths.log.touch()
+            self._chown(self.paths.log)
+        result = self._run([
+            str(bindir / "pg_ctl"), "-D", str(self.paths.data), "-l", str(self.paths.log),
+            "-w", "-t", "60", "start",
+        ])
+        if result.returncode != 0 or not self.pid:
+            raise StackError(
+                f"PostgreSQL did not start (log {self.paths.log}):\n{process.tail(self.paths.log)}"
+            )
+        self.wait_ready()
+        self._bootstrap()
+        return self.pid  # type: ignore[return-value]
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self.connect("postgres") as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(f"PostgreSQL on port {self.port} is not answering: {exc}") from exc
+                time.sleep(0.3)
+
+    def _bootstrap(self) -> None:
+        """The producer database and the connector's least-privilege replication role."""
+        with self.connect("postgres") as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                (PRODUCER_DB,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{PRODUCER_DB}"')
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                  (CONNECTOR_ROLE,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                f"{verb} ROLE {CONNECTOR_ROLE} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB "
+                f"NOCREATEROLE PASSWORD {sql.Literal(self.connector_password).as_string(conn)}"
+            )
+            conn.execute(f'GRANT CONNECT ON DATABASE "{PRODUCER_DB}" TO {CONNECTOR_ROLE}')
+
+    def stop(self) -> bool:
+        pid = self.pid
+        if pid is None:
+            return False
+        # SIGINT is Postgres' "fast" shutdown, what `pg_ctl stop -m fast` sends.
+        process.stop_pid(pid, sig=signal.SIGINT, timeout_s=60)
+        return True
