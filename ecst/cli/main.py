@@ -33,7 +33,8 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose > 2 else logging.ERROR)
+    # kafka-python logs every refused connection at ERROR; ecst reports what matters itself.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
     logging.getLogger("ecst").setLevel(level if verbose else logging.WARNING)
 
 

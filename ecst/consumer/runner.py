@@ -20,11 +20,12 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ecst.consumer.events import ChangeEvent, Record, decode
+from ecst.consumer.snapshots import MARKERS, snapshot_transitions
 from ecst.consumer.store import (
     SNAPSHOT_COMPLETE,
     SNAPSHOT_PENDING,
-    SNAPSHOT_RUNNING,
     ApplyStats,
+    SnapshotState,
     StateStore,
 )
 from ecst.consumer.types import DEFAULT_PLACEHOLDER
@@ -32,9 +33,6 @@ from ecst.exceptions import EventError, StackError
 
 log = logging.getLogger(__name__)
 
-# source.snapshot values that end an initial or blocking snapshot (per table, or of all tables)
-LAST_MARKERS = frozenset({"last", "last_in_data_collection"})
-FIRST_MARKERS = frozenset({"first", "first_in_data_collection"})
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
@@ -171,8 +169,10 @@ class Consumer:
                         on_batch(batch_stats)
                 if until_caught_up and self._caught_up(consumer, targets, beginnings):
                     break
-                if until_ready and self.ready():
-                    break
+                if until_ready:
+                    self._complete_snapshots()  # also after a crash between the two commits
+                    if self.ready():
+                        break
         finally:
             try:
                 consumer.close(autocommit=False)
@@ -226,25 +226,20 @@ class Consumer:
 
     def _snapshot_progress(
         self, consumer: KafkaConsumer, events: list[ChangeEvent]
-    ) -> dict[str, tuple[str, dict[int, int]]]:
-        """Snapshot state changes this batch brings: a `first` marker starts a snapshot; a
-        `last` marker makes it pending until every partition reaches today's end offsets (its
-        other records may sit in partitions the consumer has not read that far yet)."""
-        updates: dict[str, tuple[str, dict[int, int]]] = {}
-        for e in events:
-            if e.snapshot in FIRST_MARKERS:
-                updates[e.topic] = (SNAPSHOT_RUNNING, {})
-            elif e.snapshot in LAST_MARKERS:
-                tps = [TopicPartition(e.topic, p) for p in sorted(consumer.partitions_for_topic(e.topic))]
-                ends = consumer.end_offsets(tps)
-                updates[e.topic] = (SNAPSHOT_PENDING, {tp.partition: o for tp, o in ends.items()})
-        return updates
+    ) -> dict[str, SnapshotState]:
+        def end_offsets(topic: str) -> dict[int, int]:
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+            return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+
+        if not any(e.snapshot in MARKERS for e in events):
+            return {}
+        return snapshot_transitions(events, self.store.snapshot_states(), end_offsets)
 
     def _complete_snapshots(self) -> None:
         stored = self.store.stored_offsets()
-        for topic, (state, targets) in self.store.snapshot_states().items():
-            if state == SNAPSHOT_PENDING and all(
-                stored.get((topic, p), 0) >= end for p, end in targets.items()
+        for topic, snap in self.store.snapshot_states().items():
+            if snap.state == SNAPSHOT_PENDING and all(
+                stored.get((topic, p), 0) >= end for p, end in snap.targets.items()
             ):
                 self.store.mark_snapshot_complete(topic)
                 log.info("snapshot of %s completely applied", topic)
@@ -252,7 +247,7 @@ class Consumer:
     def ready(self) -> bool:
         """True once the snapshot of every subscribed topic has been completely applied."""
         states = self.store.snapshot_states()
-        return all(states.get(t, ("", {}))[0] == SNAPSHOT_COMPLETE for t in self.topics)
+        return all(t in states and states[t].state == SNAPSHOT_COMPLETE for t in self.topics)
 
     def _caught_up(
         self,

@@ -34,13 +34,15 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.plan import TableChanges, key_text, plan_batch
-from ecst.consumer.types import UNCHANGED, sql_type
+from ecst.consumer.types import UNCHANGED, Field, sql_type
 from ecst.exceptions import StateStoreError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ POSITION = "_ecst_position"
 OFFSETS_TABLE = "ecst_offsets"
 DELETED_TABLE = "ecst_deleted"
 SNAPSHOTS_TABLE = "ecst_snapshots"
+COLUMNS_TABLE = "ecst_columns"
 SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
 _CHUNK = 500
 
@@ -81,6 +84,16 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """A topic's latest Debezium snapshot: running, pending (its last record is applied and
+    `targets` holds the end offsets each partition must reach), or complete."""
+
+    state: str
+    position: int
+    targets: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,13 +146,22 @@ class StateStore:
             self.meta,
             Column("topic", String(255), primary_key=True),
             Column("state", String(16), nullable=False),
+            Column(POSITION, BigInteger, nullable=False),  # the snapshot's source position
             Column("targets", String(4000), nullable=True),
             Column("updated_at", DateTime, nullable=False),
+        )
+        # The Connect schema of every state column, so any process rebuilds exact types.
+        self.columns = Table(
+            COLUMNS_TABLE,
+            self.meta,
+            Column("table_name", String(255), primary_key=True),
+            Column("column_name", String(255), primary_key=True),
+            Column("spec", String(4000), nullable=False),
         )
         self._tables: dict[str, Table] = {}
         try:
             with self.engine.begin() as conn:
-                self.meta.create_all(conn, tables=[self.offsets, self.deleted, self.snapshots])
+                self.meta.create_all(conn)
         except SQLAlchemyError as exc:
             raise StateStoreError(f"cannot open state store {self.safe_url}: {exc.orig or exc}") from exc
 
@@ -158,13 +180,13 @@ class StateStore:
                                        self.offsets.c.next_offset))
             return {(t, p): o for t, p, o in rows}
 
-    def snapshot_states(self) -> dict[str, tuple[str, dict[int, int]]]:
-        """topic -> (running|pending|complete, {partition: end offset to reach})."""
+    def snapshot_states(self) -> dict[str, SnapshotState]:
+        """Per topic: the latest snapshot seen and how far it has been applied."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(self.snapshots.c.topic, self.snapshots.c.state,
-                                       self.snapshots.c.targets))
-            return {t: (st, {int(p): o for p, o in json.loads(tg or "{}").items()})
-                    for t, st, tg in rows}
+                                       self.snapshots.c[POSITION], self.snapshots.c.targets))
+            return {t: SnapshotState(st, pos, {int(p): o for p, o in json.loads(tg or "{}").items()})
+                    for t, st, pos, tg in rows}
 
     def mark_snapshot_complete(self, topic: str) -> None:
         """Record that every record of `topic`'s snapshot has been applied (idempotent)."""
@@ -174,12 +196,10 @@ class StateStore:
                          .values(state=SNAPSHOT_COMPLETE, updated_at=now))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
-        """Every row of a state table, without the bookkeeping columns."""
+        """Every row of a state table, typed as created, without the bookkeeping columns."""
+        t = self.load_table(table)
         with self.engine.connect() as conn:
-            t = Table(table, MetaData(), autoload_with=conn)
-            known = self._tables.get(table)
-            cols = [known.c[c.name] if known is not None and c.name in known.c else c
-                    for c in t.columns if c.name != POSITION]
+            cols = [c for c in t.columns if c.name != POSITION]
             return [dict(r._mapping) for r in conn.execute(select(*cols))]
 
     def has_table(self, table: str) -> bool:
@@ -191,7 +211,7 @@ class StateStore:
         self,
         events: Sequence[ChangeEvent],
         next_offsets: dict[tuple[str, int], int],
-        snapshots: dict[str, tuple[str, dict[int, int]]] | None = None,
+        snapshots: dict[str, SnapshotState] | None = None,
     ) -> ApplyStats:
         """Apply a batch and store `next_offsets` (and snapshot progress) in the same transaction."""
         stats = ApplyStats()
@@ -214,44 +234,41 @@ class StateStore:
                           "updated_at": stmt.excluded.updated_at},
                 )
                 conn.execute(stmt, rows)
-            for topic, (state, targets) in (snapshots or {}).items():
+            for topic, snap in (snapshots or {}).items():
                 stmt = self._insert(self.snapshots)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["topic"],
-                    set_={"state": stmt.excluded.state, "targets": stmt.excluded.targets,
-                          "updated_at": stmt.excluded.updated_at},
+                    set_={"state": stmt.excluded.state, POSITION: stmt.excluded[POSITION],
+                          "targets": stmt.excluded.targets, "updated_at": stmt.excluded.updated_at},
                 )
-                conn.execute(stmt, {"topic": topic, "state": state, "updated_at": now,
-                                    "targets": json.dumps({str(p): o for p, o in targets.items()})})
+                conn.execute(stmt, {"topic": topic, "state": snap.state, POSITION: snap.position,
+                                    "updated_at": now,
+                                    "targets": json.dumps({str(p): o for p, o in snap.targets.items()})})
         return stats
 
     def _table_for(self, conn: Connection, changes: TableChanges) -> Table:
+        """The state table for these events: created from their schema, or extended with
+        columns the source added (recorded in ecst_columns so later processes know the types)."""
         sample = max(changes.latest.values(), key=lambda e: len(e.fields))
         name = changes.table
         fields = {f.name: f for f in sample.fields}
         key_fields = {f.name: f for f in sample.key_fields}
-        columns: dict[str, Any] = {}
-        for k in sample.key:
-            columns[k] = sql_type(key_fields.get(k) or fields.get(k), sample.key[k])
+        columns: dict[str, Field] = {}
+        for k, v in sample.key.items():
+            columns[k] = key_fields.get(k) or fields.get(k) or Field.for_sample(k, v)
         for e in changes.latest.values():
             for c, v in (e.after or {}).items():
                 if c not in columns and (c in fields or v is not None or not fields):
-                    columns[c] = sql_type(fields.get(c), v)
+                    columns[c] = fields.get(c) or Field.for_sample(c, v)
         known = self._tables.get(name)
         if known is not None and set(columns) <= {c.name for c in known.columns}:
             return known
         insp = inspect(conn)
         existing = {c["name"] for c in insp.get_columns(name)} if insp.has_table(name) else None
-        meta = MetaData()
-        table = Table(
-            name,
-            meta,
-            *[Column(c, typ, primary_key=c in sample.key, nullable=c not in sample.key)
-              for c, typ in columns.items()],
-            Column(POSITION, BigInteger, nullable=False),
-        )
+        recorded = self._recorded_fields(conn, name)
+        table = self._build_table(name, {**columns, **recorded}, set(sample.key))
         if existing is None:
-            meta.create_all(conn)
+            table.metadata.create_all(conn)
             log.info("created state table %s (%d columns)", name, len(columns))
         else:
             missing_keys = set(sample.key) - existing
@@ -265,8 +282,39 @@ class StateStore:
                     ddl = c.type.compile(dialect=conn.dialect)
                     conn.execute(text(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {ddl}'))
                     log.info("added column %s.%s (%s)", name, c.name, ddl)
+        new = [f for c, f in columns.items() if c not in recorded]
+        if new:
+            conn.execute(self.columns.insert(), [
+                {"table_name": name, "column_name": f.name, "spec": json.dumps(f.to_schema())}
+                for f in new
+            ])
         self._tables[name] = table
         return table
+
+    def _recorded_fields(self, conn: Connection, table: str) -> dict[str, Field]:
+        rows = conn.execute(select(self.columns.c.column_name, self.columns.c.spec)
+                            .where(self.columns.c.table_name == table))
+        return {c: Field.from_schema(json.loads(spec)) for c, spec in rows}
+
+    @staticmethod
+    def _build_table(name: str, fields: dict[str, Field], key: set[str]) -> Table:
+        return Table(
+            name,
+            MetaData(),
+            *[Column(c, sql_type(f), primary_key=c in key, nullable=c not in key)
+              for c, f in fields.items()],
+            Column(POSITION, BigInteger, nullable=False),
+        )
+
+    def load_table(self, name: str) -> Table:
+        """A state table with the exact column types it was created with."""
+        with self.engine.connect() as conn:
+            recorded = self._recorded_fields(conn, name)
+            if not recorded:
+                return Table(name, MetaData(), autoload_with=conn)
+            key = set(inspect(conn).get_pk_constraint(name)["constrained_columns"])
+            existing = {c["name"] for c in inspect(conn).get_columns(name)}
+        return self._build_table(name, {c: f for c, f in recorded.items() if c in existing}, key)
 
     def _tombstone_positions(
         self, conn: Connection, table: str, keys: list[str]
@@ -362,9 +410,9 @@ class StateStore:
         stats.by_op["d"] += len(events)
 
     def _truncate(self, conn: Connection, event: ChangeEvent, stats: ApplyStats) -> None:
+        """TRUNCATE in the source: remove every row not newer than the truncate."""
         if not inspect(conn).has_table(event.table):
             return
-        table = self._tables.get(event.table) or Table(event.table, MetaData(), autoload_with=conn)
-        conn.execute(delete(table).where(table.c[POSITION] <= event.position))
+        t = sql_table(event.table, sql_column(POSITION))
+        conn.execute(delete(t).where(t.c[POSITION] <= event.position))
         stats.by_op["t"] += 1
-

@@ -65,6 +65,32 @@ class Field:
     items: Field | None = None
 
     @classmethod
+    def for_sample(cls, name: str, sample: Any) -> Field:
+        """A field for a column seen without a schema (`schemas.enable=false`), by its value."""
+        if isinstance(sample, bool):
+            kind = "boolean"
+        elif isinstance(sample, int):
+            kind = "int64"
+        elif isinstance(sample, float):
+            kind = "float64"
+        elif isinstance(sample, (list, dict)):
+            kind = "array" if isinstance(sample, list) else "struct"
+        else:
+            kind = "string"
+        return cls(name=name, type=kind)
+
+    def to_schema(self) -> dict[str, Any]:
+        """The inverse of `from_schema` (what the state store records per column)."""
+        out: dict[str, Any] = {"field": self.name, "type": self.type, "optional": self.optional}
+        if self.logical:
+            out["name"] = self.logical
+        if self.parameters:
+            out["parameters"] = self.parameters
+        if self.items is not None:
+            out["items"] = self.items.to_schema()
+        return out
+
+    @classmethod
     def from_schema(cls, schema: dict[str, Any]) -> Field:
         """Build from one entry of a Connect struct schema's `fields` list."""
         items = schema.get("items")
@@ -177,10 +203,8 @@ class UtcDateTime(TypeDecorator):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def sql_type(f: Field | None, sample: Any = None) -> TypeEngine:
-    """The state-store column type for a field (or, without a schema, for a sample value)."""
-    if f is None:
-        return _type_of_sample(sample)
+def sql_type(f: Field) -> TypeEngine:
+    """The state-store column type for a field."""
     logical = f.logical
     if logical in ("org.apache.kafka.connect.data.Decimal", "io.debezium.data.VariableScaleDecimal"):
         return ExactDecimal()
@@ -215,18 +239,6 @@ def sql_type(f: Field | None, sample: Any = None) -> TypeEngine:
         "map": JSON(),
         "struct": JSON(),
     }.get(f.type, Text())
-
-
-def _type_of_sample(sample: Any) -> TypeEngine:
-    if isinstance(sample, bool):
-        return Boolean()
-    if isinstance(sample, int):
-        return BigInteger()
-    if isinstance(sample, float):
-        return Float()
-    if isinstance(sample, (list, dict)):
-        return JSON()
-    return Text()
 
 
 def canonical(value: Any) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ecst.settings import Secret, Settings
 from ecst.stack import jars, process
-from ecst.stack.kafka import ConnectWorker, KafkaBroker
+from ecst.stack.kafka import ConnectWorker, KafkaBroker, java
 from ecst.stack.postgres import ADMIN_USER, CONNECTOR_ROLE, PRODUCER_DB, PostgresCluster
 
 
@@ -105,13 +105,25 @@ class LocalStack:
         return [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
 
     # -- lifecycle ------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Fail in one line, before any work, on a missing Java or a taken port."""
+        s = self.settings
+        checks = [
+            (self.postgres.pid, s.pg_port, "PostgreSQL", "ECST_PG_PORT"),
+            (self.kafka.pid, s.kafka_port, "Kafka broker", "ECST_KAFKA_PORT"),
+            (self.kafka.pid, s.controller_port, "Kafka controller", "ECST_CONTROLLER_PORT"),
+            (self.connect.pid, s.connect_port, "Kafka Connect REST", "ECST_CONNECT_PORT"),
+        ]
+        if not (self.kafka.pid and self.connect.pid):
+            java()
+        for running, port, what, var in checks:
+            if not running:
+                process.require_free(port, what, var)
+
     def up(self, log: Callable[[str], None] = lambda msg: None) -> list[Component]:
         """Install what is missing, start what is not running, health-check everything."""
-        kafka_java_needed = not (self.kafka.pid and self.connect.pid)
-        if kafka_java_needed:
-            from ecst.stack.kafka import java
-
-            java()  # fail early, with the install hint, before Maven runs
+        self.preflight()
+        if not (self.kafka.pid and self.connect.pid):
             log("resolving Kafka, Connect and Debezium jars (Maven)")
             jars.ensure_jars(self.settings.project_dir, self.jars_dir, self.home / "logs" / "maven.log")
         if self.postgres.ensure_created():

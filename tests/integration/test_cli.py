@@ -1,0 +1,82 @@
+"""The CLI against the real stack: apply's created/updated/unchanged, consume, bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ECST = [sys.executable, "-m", "ecst"]
+
+
+def ecst(*args, env=None):
+    return subprocess.run([*ECST, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def write(path: Path, doc) -> Path:
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+def test_apply_reports_created_unchanged_updated_and_consume_catches_up(capture, tmp_path, stack):
+    capture.create(rows=200)
+    f = write(tmp_path / "users.yaml", capture.doc)
+    url = ["--connect-url", stack.connect_url]
+
+    first = ecst("connectors", "apply", "-f", str(f), *url)
+    assert (first.returncode, first.stdout) == (0, f"connector/{capture.definition.name} created\n")
+    second = ecst("connectors", "apply", "-f", str(f), *url)
+    assert (second.returncode, second.stdout) == (0, f"connector/{capture.definition.name} unchanged\n")
+
+    capture.doc["config"]["heartbeat.interval.ms"] = 5000
+    write(f, capture.doc)
+    plan = ecst("connectors", "plan", "-f", str(f), *url)
+    assert plan.returncode == 2
+    assert "  ~ heartbeat.interval.ms: 10000 -> 5000" in plan.stdout
+    third = ecst("connectors", "apply", "-f", str(f), *url)
+    assert (third.returncode, third.stdout) == (0, f"connector/{capture.definition.name} updated\n")
+    assert capture.client.get_config(capture.definition.name)["heartbeat.interval.ms"] == "5000"
+
+    state = tmp_path / "state.db"
+    run = ecst("consume", "--state-url", f"sqlite:///{state}", "--topic", capture.topic,
+               "--bootstrap-servers", stack.bootstrap, "--until-ready")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("applied ")
+    from ecst.consumer.store import StateStore
+
+    store = StateStore(f"sqlite:///{state}")
+    result = capture.compare(store)
+    store.close()
+    assert result.matches, result.summary()
+
+
+def test_bad_definitions_change_nothing_in_the_cluster(capture, tmp_path, stack):
+    capture.create(rows=10)
+    capture.apply()
+    before = (capture.client.connectors(), capture.client.get_config(capture.definition.name))
+    url = ["--connect-url", stack.connect_url]
+
+    syntax = write(tmp_path / "syntax.yaml", "name: x\nconfig:\n  connector.class: [\n")
+    r = ecst("connectors", "apply", "-f", str(syntax), *url)
+    assert r.returncode == 1 and f"Error: {syntax}: YAML syntax error at line" in r.stderr
+
+    unknown = write(tmp_path / "unknown.yaml", {**capture.doc, "spec": {}})
+    r = ecst("connectors", "apply", "-f", str(unknown), *url)
+    assert r.returncode == 1 and "unknown top-level key 'spec'" in r.stderr
+
+    # a valid file listed before a broken one: nothing is sent, because all are checked first
+    changed = {**capture.doc, "config": {**capture.doc["config"], "heartbeat.interval.ms": 1}}
+    ok = write(tmp_path / "a.yaml", changed)
+    r = ecst("connectors", "apply", "-f", str(ok), "-f", str(syntax), *url)
+    assert r.returncode == 1
+
+    assert (capture.client.connectors(), capture.client.get_config(capture.definition.name)) == before
+
+
+def test_consume_with_unreachable_kafka_is_a_clear_error(tmp_path):
+    r = ecst("consume", "--state-url", f"sqlite:///{tmp_path / 's.db'}", "--bootstrap-servers",
+             "127.0.0.1:1", "--until-caught-up")
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("Error: couldn't connect to Kafka at 127.0.0.1:1")

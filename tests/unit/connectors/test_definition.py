@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+
+from ecst.connectors.apply import diff_configs
+from ecst.connectors.definition import interpolate, load_definition, load_definitions, parse_definition
+from ecst.exceptions import DefinitionError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_repository_users_connector_is_valid_and_keeps_provider_references():
+    d = load_definition(ROOT / "connectors" / "users.yaml", environ={})
+    assert d.name == "users"
+    assert d.config["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
+    assert d.config["database.password"] == "${env:ECST_CONNECTOR_PASSWORD}"
+    assert d.config["topic.prefix"] == "producer"  # ${ECST_TOPIC_PREFIX:-producer}
+    assert d.config["tasks.max"] == "1" and d.config["key.converter.schemas.enable"] == "true"
+    assert d.config["plugin.name"] == "pgoutput" and d.config["snapshot.mode"] == "initial"
+    assert int(d.config["heartbeat.interval.ms"]) > 0
+
+
+def test_interpolation_from_environment_with_defaults():
+    env = {"PGPASSWORD": "s3cret"}
+    assert interpolate("${PGPASSWORD}", env, "x") == "s3cret"
+    assert interpolate("a-${MISSING:-dflt}-b", env, "x") == "a-dflt-b"
+    assert interpolate("${MISSING:-}", env, "x") == ""
+    assert interpolate("${env:PGPASSWORD}", env, "x") == "${env:PGPASSWORD}"
+    assert interpolate("${file:/etc/x.properties:pw}", env, "x") == "${file:/etc/x.properties:pw}"
+
+
+def test_missing_variable_names_file_key_and_remedy(tmp_path):
+    path = write(tmp_path, "name: c\nconfig:\n  connector.class: X\n  database.password: ${NOPE}\n")
+    with pytest.raises(DefinitionError) as err:
+        load_definition(path, environ={})
+    assert str(path) in str(err.value)
+    assert "config.database.password" in str(err.value) and "NOPE is not set" in str(err.value)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = write(tmp_path, "name: c\nconfig:\n  connector.class: X\n  bad: [unclosed\n")
+    with pytest.raises(DefinitionError, match=r"c\.yaml: YAML syntax error at line \d+"):
+        load_definition(path, environ={})
+
+
+def test_unknown_top_level_key_is_rejected(tmp_path):
+    path = write(tmp_path, "name: c\nconfgi: {}\nconfig:\n  connector.class: X\n")
+    with pytest.raises(DefinitionError, match="unknown top-level key 'confgi'"):
+        load_definition(path, environ={})
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"config": {"connector.class": "X"}}, "'name' is required"),
+        ({"name": "c"}, "'config' is required"),
+        ({"name": "c", "config": {"tasks.max": 1}}, "config.connector.class is required"),
+        ({"name": "c", "config": {"connector.class": "X", "a": {"nested": 1}}}, "config.a: expected"),
+        ({"name": "c", "config": {"connector.class": "X", "a": None}}, "null"),
+        ({"name": "c", "config": {"connector.class": "X", "name": "other"}}, "differs from name"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_invalid_definitions(doc, message):
+    with pytest.raises(DefinitionError, match=message):
+        parse_definition(doc, Path("x.yaml"), environ={})
+
+
+def test_values_become_connect_strings():
+    d = parse_definition({"name": "c", "config": {"connector.class": "X", "n": 3, "b": False,
+                                                  "l": ["a", "b"]}}, environ={})
+    assert d.config == {"connector.class": "X", "n": "3", "b": "false", "l": "a,b"}
+
+
+def test_secrets_are_masked_by_name_or_by_list():
+    d = parse_definition({"name": "c", "secrets": ["my.key"],
+                          "config": {"connector.class": "X", "database.password": "pw",
+                                     "sasl.jaas.token": "t", "my.key": "k", "plain": "p"}},
+                         environ={})
+    assert d.masked() == {"connector.class": "X", "database.password": "***",
+                          "sasl.jaas.token": "***", "my.key": "***", "plain": "p"}
+
+
+def test_folders_load_every_yaml_and_names_must_be_unique(tmp_path):
+    write(tmp_path, "name: a\nconfig: {connector.class: X}\n", "a.yaml")
+    write(tmp_path, "name: b\nconfig: {connector.class: X}\n", "b.yml")
+    assert [d.name for d in load_definitions([tmp_path], environ={})] == ["a", "b"]
+    write(tmp_path, "name: a\nconfig: {connector.class: Y}\n", "c.yaml")
+    with pytest.raises(DefinitionError, match="also used by"):
+        load_definitions([tmp_path], environ={})
+
+
+def test_diff_ignores_the_name_connect_adds():
+    current = {"name": "c", "a": "1", "b": "2"}
+    assert diff_configs(current, {"a": "1", "b": "2"}) == {}
+    assert diff_configs(current, {"a": "1", "b": "3", "c": "4"}) == {"b": ("2", "3"), "c": (None, "4")}

@@ -1,0 +1,75 @@
+"""Hand-written Debezium envelopes, shaped like what Debezium 3.6 emits for public.users."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+
+KEY_SCHEMA = {
+    "type": "struct",
+    "fields": [{"type": "int64", "optional": False, "default": 0, "field": "id"}],
+    "optional": False,
+    "name": "producer.public.users.Key",
+}
+
+ROW_FIELDS = [
+    {"type": "int64", "optional": False, "default": 0, "field": "id"},
+    {"type": "string", "optional": False, "field": "email"},
+    {"type": "bytes", "optional": False, "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+     "parameters": {"scale": "2", "connect.decimal.precision": "12"}, "field": "balance"},
+    {"type": "boolean", "optional": False, "default": True, "field": "active"},
+    {"type": "int32", "optional": True, "name": "io.debezium.time.Date", "version": 1, "field": "birth_date"},
+    {"type": "int64", "optional": True, "name": "io.debezium.time.MicroTimestamp", "version": 1,
+     "field": "last_login"},
+    {"type": "string", "optional": False, "name": "io.debezium.time.ZonedTimestamp", "version": 1,
+     "field": "created_at"},
+    {"type": "string", "optional": True, "field": "bio"},
+]
+
+
+def value_schema(fields=None):
+    row = {"type": "struct", "fields": fields or ROW_FIELDS, "optional": True,
+           "name": "producer.public.users.Value"}
+    return {
+        "type": "struct",
+        "fields": [
+            {**row, "field": "before"},
+            {**row, "field": "after"},
+            {"type": "struct", "fields": [], "optional": False, "field": "source"},
+            {"type": "string", "optional": False, "field": "op"},
+        ],
+        "optional": False,
+        "name": "producer.public.users.Envelope",
+    }
+
+
+def decimal_b64(value: str, scale: int = 2) -> str:
+    unscaled = int(Decimal(value).scaleb(scale))
+    length = max(1, (unscaled.bit_length() + 8) // 8)
+    return base64.b64encode(unscaled.to_bytes(length, "big", signed=True)).decode()
+
+
+def row(id_, *, email=None, balance="10.50", active=True, birth_date=19000,
+        last_login=1704069247123456, created_at="2024-01-01T10:00:00.123456Z", bio="hello"):
+    return {"id": id_, "email": email or f"user{id_}@example.com", "balance": decimal_b64(balance),
+            "active": active, "birth_date": birth_date, "last_login": last_login,
+            "created_at": created_at, "bio": bio}
+
+
+def source(lsn, snapshot="false", table="users", sequence=None):
+    return {"version": "3.6.1.Final", "connector": "postgresql", "name": "producer",
+            "ts_ms": 1795967829657, "snapshot": snapshot, "db": "producer",
+            "sequence": sequence if sequence is not None else json.dumps([None, str(lsn)]),
+            "schema": "public", "table": table, "txId": 797, "lsn": lsn}
+
+
+def envelope(op, id_, lsn, *, after=None, before=None, snapshot="false", schemas=True,
+             table="users", sequence=None, fields=None):
+    payload = {"before": before, "after": after, "source": source(lsn, snapshot, table, sequence),
+               "transaction": None, "op": op, "ts_ms": 1795967829728}
+    key_payload = {"id": id_}
+    if schemas:
+        return (json.dumps({"schema": KEY_SCHEMA, "payload": key_payload}).encode(),
+                json.dumps({"schema": value_schema(fields), "payload": payload}).encode())
+    return json.dumps(key_payload).encode(), json.dumps(payload).encode()

@@ -1,0 +1,82 @@
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+
+from ecst.consumer.events import Record, decode, source_position
+from ecst.exceptions import EventError
+from tests.unit.consumer.envelopes import envelope, row
+
+
+def rec(key, value, offset=0):
+    return Record("producer.public.users", 0, offset, key, value)
+
+
+def test_snapshot_row_with_schema_decodes_every_type():
+    key, value = envelope("r", 1, 31583896, after=row(1), snapshot="first")
+    e = decode(rec(key, value))
+    assert (e.op, e.table, e.key, e.position, e.snapshot) == ("r", "users", {"id": 1}, 31583896, "first")
+    assert e.after == {
+        "id": 1, "email": "user1@example.com", "balance": Decimal("10.50"), "active": True,
+        "birth_date": dt.date(2022, 1, 8), "last_login": dt.datetime(2024, 1, 1, 0, 34, 7, 123456),
+        "created_at": dt.datetime(2024, 1, 1, 10, 0, 0, 123456, tzinfo=dt.UTC), "bio": "hello",
+    }
+
+
+def test_streamed_changes_are_not_snapshot_rows():
+    key, value = envelope("u", 1, 31586624, after=row(1, bio="changed"))
+    e = decode(rec(key, value))
+    assert e.op == "u" and e.snapshot is None and e.after["bio"] == "changed"
+
+
+def test_delete_has_key_and_no_after():
+    key, value = envelope("d", 7, 40, before={"id": 7})
+    e = decode(rec(key, value))
+    assert (e.op, e.key, e.after, e.position) == ("d", {"id": 7}, None, 40)
+
+
+def test_tombstone_is_none():
+    key, _ = envelope("d", 7, 40)
+    assert decode(rec(key, None)) is None
+
+
+def test_schemaless_envelope_passes_json_values_through():
+    key, value = envelope("c", 3, 50, after={"id": 3, "email": "x@y", "balance": "12.30"}, schemas=False)
+    e = decode(rec(key, value))
+    assert e.key == {"id": 3} and e.after == {"id": 3, "email": "x@y", "balance": "12.30"}
+    assert e.fields == ()
+
+
+def test_truncate_has_no_key():
+    _, value = envelope("t", 0, 99)
+    e = decode(rec(None, value))
+    assert (e.op, e.key, e.after, e.position) == ("t", {}, None, 99)
+
+
+def test_incremental_snapshot_rows_take_position_from_sequence():
+    assert source_position({"lsn": None, "sequence": '["100","250"]'}) == 250
+    assert source_position({"lsn": 42, "sequence": '["100","250"]'}) == 42
+    with pytest.raises(EventError, match="no source position"):
+        source_position({"lsn": None, "sequence": None})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (b"{not json", "not JSON"),
+        (json.dumps({"hello": 1}).encode(), "not a Debezium change envelope"),
+        (json.dumps({"op": "x", "source": {"table": "t"}}).encode(), "unknown op 'x'"),
+        (json.dumps({"op": "c", "source": {}}).encode(), "no source.table"),
+    ],
+)
+def test_unreadable_records_raise_event_error(value, message):
+    key, _ = envelope("c", 1, 1)
+    with pytest.raises(EventError, match=message):
+        decode(rec(key, value))
+
+
+def test_change_without_key_is_rejected_with_advice():
+    _, value = envelope("c", 1, 1, after=row(1))
+    with pytest.raises(EventError, match="primary key"):
+        decode(rec(None, value))

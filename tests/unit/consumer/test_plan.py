@@ -1,0 +1,37 @@
+from ecst.consumer.events import ChangeEvent
+from ecst.consumer.plan import plan_batch
+
+
+def ev(op, id_, pos, offset, table="users"):
+    return ChangeEvent(op=op, table=table, key={"id": id_} if op != "t" else {},
+                       after={"id": id_, "v": pos} if op in "cru" else None, position=pos,
+                       topic="t", partition=0, offset=offset)
+
+
+def test_several_events_on_one_key_collapse_to_the_highest_position():
+    steps = plan_batch([ev("c", 1, 10, 0), ev("u", 1, 20, 1), ev("u", 2, 15, 2), ev("d", 1, 30, 3)])
+    assert len(steps) == 1
+    users = steps[0].tables["users"]
+    assert [(e.op, e.key["id"], e.position) for e in users.upserts] == [("u", 2, 15)]
+    assert [(e.op, e.key["id"], e.position) for e in users.deletes] == [("d", 1, 30)]
+
+
+def test_a_replayed_older_event_does_not_win_inside_a_batch():
+    steps = plan_batch([ev("u", 1, 20, 5), ev("c", 1, 10, 6)])  # redelivered create, later offset
+    assert steps[0].tables["users"].upserts[0].position == 20
+
+
+def test_equal_positions_keep_the_later_offset():
+    steps = plan_batch([ev("r", 1, 10, 0), ev("r", 1, 10, 9)])
+    assert steps[0].tables["users"].upserts[0].offset == 9
+
+
+def test_truncate_splits_the_batch_in_order():
+    steps = plan_batch([ev("c", 1, 10, 0), ev("t", 0, 11, 1), ev("c", 2, 12, 2)])
+    assert [s.truncate.position if s.truncate else sorted(s.tables) for s in steps] == [
+        ["users"], 11, ["users"]]
+
+
+def test_tables_are_planned_separately():
+    steps = plan_batch([ev("c", 1, 10, 0, "users"), ev("c", 1, 11, 1, "orders")])
+    assert sorted(steps[0].tables) == ["orders", "users"]

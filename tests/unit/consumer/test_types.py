@@ -1,0 +1,69 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from ecst.consumer.types import UNCHANGED, Field, canonical, convert
+from ecst.exceptions import EventError
+from tests.unit.consumer.envelopes import decimal_b64
+
+
+def f(type_, logical=None, **params):
+    return Field(name="c", type=type_, logical=logical, parameters=params)
+
+
+@pytest.mark.parametrize("value", ["0.00", "10.50", "-12345.67", "9999999999.99", "-0.01"])
+def test_precise_decimal_keeps_every_digit(value):
+    field = f("bytes", "org.apache.kafka.connect.data.Decimal", scale="2")
+    assert convert(decimal_b64(value), field) == Decimal(value)
+
+
+def test_variable_scale_decimal():
+    field = f("struct", "io.debezium.data.VariableScaleDecimal")
+    assert convert({"scale": 4, "value": decimal_b64("3.1415", 4)}, field) == Decimal("3.1415")
+
+
+def test_string_decimal_mode():
+    assert convert("123.4500", f("string", "org.apache.kafka.connect.data.Decimal")) == Decimal("123.45")
+
+
+def test_dates_and_times():
+    assert convert(19000, f("int32", "io.debezium.time.Date")) == dt.date(2022, 1, 8)
+    assert convert(-3579, f("int32", "io.debezium.time.Date")) == dt.date(1960, 3, 15)
+    assert convert(1704069247123456, f("int64", "io.debezium.time.MicroTimestamp")) == dt.datetime(
+        2024, 1, 1, 0, 34, 7, 123456)
+    assert convert(1704069247123, f("int64", "io.debezium.time.Timestamp")) == dt.datetime(
+        2024, 1, 1, 0, 34, 7, 123000)
+    assert convert(1704069247123456789, f("int64", "io.debezium.time.NanoTimestamp")) == dt.datetime(
+        2024, 1, 1, 0, 34, 7, 123456)
+    assert convert("2024-01-01T10:00:00.5Z", f("string", "io.debezium.time.ZonedTimestamp")) == dt.datetime(
+        2024, 1, 1, 10, 0, 0, 500000, tzinfo=dt.UTC)
+    assert convert(3723000001, f("int64", "io.debezium.time.MicroTime")) == dt.time(1, 2, 3, 1)
+
+
+def test_placeholder_means_unchanged_for_text_bytes_and_arrays():
+    placeholder = "__debezium_unavailable_value"
+    assert convert(placeholder, f("string")) is UNCHANGED
+    import base64
+
+    assert convert(base64.b64encode(placeholder.encode()).decode(), f("bytes")) is UNCHANGED
+    array = Field(name="tags", type="array", items=Field(name="", type="string"))
+    assert convert([placeholder], array) is UNCHANGED
+    assert convert("custom", f("string"), placeholder="custom") is UNCHANGED
+
+
+def test_bytes_and_nulls():
+    assert convert("AAEC", f("bytes")) == b"\x00\x01\x02"
+    assert convert(None, f("bytes")) is None
+
+
+def test_undecodable_value_names_the_field():
+    with pytest.raises(EventError, match="'c'.*MicroTimestamp"):
+        convert("not-a-number", f("int64", "io.debezium.time.MicroTimestamp"))
+
+
+def test_canonical_makes_both_databases_comparable():
+    aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert canonical(aware) == dt.datetime(2024, 1, 1, 10)
+    assert canonical(memoryview(b"ab")) == b"ab"
+    assert canonical({"b": 1, "a": 2}) == canonical({"a": 2, "b": 1})

@@ -1,0 +1,59 @@
+"""docker-compose.yml cannot run here (no Docker engine); check what can be checked: it parses,
+and it wires the same connector YAML, ports, roles and topics as the local stack."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from ecst.cli.consume import DEFAULT_TOPIC
+from ecst.connectors.definition import load_definition
+from ecst.demo import topic_for
+from ecst.settings import Settings
+from ecst.stack.postgres import CONNECTOR_ROLE, PRODUCER_DB
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+USERS = load_definition(ROOT / "connectors" / "users.yaml", environ={})
+
+
+def test_the_four_services_use_the_intended_images():
+    assert set(SERVICES) == {"postgres", "kafka", "connect", "consumer"}
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
+    assert SERVICES["kafka"]["image"] == "apache/kafka:4.3.0"
+    assert SERVICES["connect"]["image"] == "quay.io/debezium/connect:3.6"
+    assert (ROOT / SERVICES["consumer"]["build"]["dockerfile"]).exists()
+
+
+def test_postgres_runs_with_logical_wal_and_creates_the_connector_role_and_publication():
+    assert "wal_level=logical" in SERVICES["postgres"]["command"]
+    assert SERVICES["postgres"]["environment"]["POSTGRES_DB"] == PRODUCER_DB
+    init = SERVICES["postgres"]["volumes"][0].split(":")[0]
+    script = (ROOT / init).read_text()
+    assert f"CREATE ROLE {CONNECTOR_ROLE} WITH LOGIN REPLICATION NOSUPERUSER" in script
+    assert f"CREATE PUBLICATION {USERS.config['publication.name']} FOR TABLE users" in script
+
+
+def test_every_worker_side_variable_of_the_connector_yaml_is_set_in_the_connect_service():
+    referenced = set()
+    for value in USERS.config.values():
+        referenced |= set(re.findall(r"\$\{env:([A-Za-z_0-9]+)\}", value))
+    env = SERVICES["connect"]["environment"]
+    assert referenced and referenced <= set(env)
+    assert env["ECST_CONNECTOR_USER"] == CONNECTOR_ROLE
+    assert env["CONNECT_CONFIG_PROVIDERS_ENV_CLASS"].endswith("EnvVarConfigProvider")
+
+
+def test_host_ports_are_the_local_stack_defaults_so_ecst_defaults_work_on_both():
+    s = Settings()
+    def host_port(service):
+        return int(SERVICES[service]["ports"][0].split(":")[1])
+    assert host_port("postgres") == s.pg_port
+    assert host_port("kafka") == s.kafka_port
+    assert host_port("connect") == s.connect_port
+
+
+def test_the_consumer_reads_the_topic_the_connector_writes():
+    command = SERVICES["consumer"]["command"]
+    assert command[command.index("--topic") + 1] == topic_for(USERS) == DEFAULT_TOPIC
