@@ -16,6 +16,10 @@ from pathlib import Path
 
 from ecst.exceptions import PortInUseError, StackError
 
+# Popen handles of the daemons this process started: kept so they are never garbage-collected
+# while running (which would warn) and so that stopping one can reap it.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts connections on host:port."""
@@ -89,6 +93,7 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise StackError(f"cannot run {argv[0]!r}: {exc.strerror}") from exc
+    _CHILDREN[proc.pid] = proc
     pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -118,6 +123,10 @@ def stop_pid(pid: int, *, sig: int = signal.SIGTERM, timeout_s: float = 30.0) ->
 
 
 def _reap(pid: int) -> None:
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait()
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
