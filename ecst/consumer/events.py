@@ -1,7 +1,12 @@
 """Debezium change records (JSON converter) decoded into `ChangeEvent` values: pure functions.
 
-`decode(record)` accepts the envelope with `schemas.enable` true or false. It returns None for
-records that carry no change (tombstones), and raises `EventError` for records it cannot read.
+`decode(record)` accepts, with `schemas.enable` true or false:
+- the Debezium envelope (`before`, `after`, `source`, `op`);
+- the flattened form of the `ExtractNewRecordState` SMT, which needs `add.fields` to include
+  `lsn` (the position) and `op`, and deletes as rows with `__deleted: "true"`
+  (`delete.tombstone.handling.mode` `rewrite` or `rewrite-with-tombstone`).
+It returns None for records that carry no row change (Kafka tombstones, heartbeats,
+transaction metadata), and raises `EventError` for records it cannot read.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class ChangeEvent:
     offset: int
     snapshot: str | None = None
     ts_ms: int | None = None
+    before: dict[str, Any] | None = None
     fields: tuple[Field, ...] = field(default=(), compare=False)
     key_fields: tuple[Field, ...] = field(default=(), compare=False)
 
@@ -110,12 +116,47 @@ def source_position(source: dict[str, Any]) -> int:
     raise EventError("event has no source position (source.lsn and source.sequence are empty)")
 
 
+HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
+SMT_PREFIX = "__"
+
+
+def _no_change(schema: dict[str, Any] | None, payload: Any) -> bool:
+    """Heartbeat and transaction-metadata records: valid Debezium output with no row change."""
+    name = (schema or {}).get("name") or ""
+    if name == HEARTBEAT_SCHEMA or name.endswith("TransactionMetadataValue"):
+        return True
+    if isinstance(payload, dict):
+        if set(payload) <= {"ts_ms"}:  # heartbeat without schema
+            return True
+        if payload.get("status") in ("BEGIN", "END") and "id" in payload and "op" not in payload:
+            return True
+    return False
+
+
+def _key_of(record: Record, placeholder: str) -> tuple[dict[str, Any] | None, tuple[Field, ...]]:
+    if record.key is None:
+        return None, ()
+    key_schema, key_payload = _split(_loads(record.key, "record key"))
+    key_fields = _struct_fields(key_schema)
+    if isinstance(key_payload, dict):
+        return _row(key_payload, key_fields, placeholder) or {}, key_fields
+    if key_payload is None:
+        return None, key_fields
+    raise EventError(f"record key {key_payload!r} is not a struct")
+
+
 def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEvent | None:
-    """Decode one Debezium change record; None for a tombstone (null value)."""
+    """Decode one Debezium change record; None for a record with no row change."""
     if record.value is None:
         return None
     value_schema, payload = _split(_loads(record.value, "record value"))
-    if not isinstance(payload, dict) or "op" not in payload:
+    if _no_change(value_schema, payload):
+        return None
+    if not isinstance(payload, dict):
+        raise EventError("record value is not a Debezium change event (not a JSON object)")
+    if "op" not in payload and any(k.startswith(SMT_PREFIX) for k in payload):
+        return _decode_flattened(record, value_schema, payload, placeholder)
+    if "op" not in payload:
         raise EventError("record value is not a Debezium change envelope (no 'op' field)")
     op = payload["op"]
     if op not in OPS:
@@ -125,21 +166,12 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
     if not table:
         raise EventError("change envelope has no source.table")
 
-    key_schema, key_payload = (None, None)
-    if record.key is not None:
-        key_schema, key_payload = _split(_loads(record.key, "record key"))
-    key_fields = _struct_fields(key_schema)
-
+    key, key_fields = _key_of(record, placeholder)
     after_schema = _envelope_field(value_schema, "after") or _envelope_field(value_schema, "before")
     fields = _struct_fields(after_schema)
     after = _row(payload.get("after"), fields, placeholder) if op in "cru" else None
-
-    key: dict[str, Any] = {}
+    before = _row(payload.get("before"), fields, placeholder)
     if op != "t":
-        if isinstance(key_payload, dict):
-            key = _row(key_payload, key_fields, placeholder) or {}
-        elif key_payload is not None:
-            raise EventError(f"record key {key_payload!r} is not a struct")
         if not key:
             raise EventError(
                 f"change to {table!r} has no key: the table needs a primary key "
@@ -152,7 +184,7 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
     return ChangeEvent(
         op=op,
         table=table,
-        key=key,
+        key=key or {},
         after=after,
         position=source_position(source),
         topic=record.topic,
@@ -160,6 +192,45 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         offset=record.offset,
         snapshot=None if snapshot in (None, "false", False) else str(snapshot),
         ts_ms=source.get("ts_ms"),
+        before=before,
+        fields=fields,
+        key_fields=key_fields,
+    )
+
+
+def _decode_flattened(
+    record: Record, schema: dict[str, Any] | None, payload: dict[str, Any], placeholder: str
+) -> ChangeEvent:
+    """The ExtractNewRecordState form: the row itself plus `__`-prefixed metadata fields."""
+    meta = {k[len(SMT_PREFIX):]: v for k, v in payload.items() if k.startswith(SMT_PREFIX)}
+    if meta.get("lsn") is None:
+        raise EventError(
+            "flattened event (ExtractNewRecordState) without __lsn: add 'lsn' to the SMT's "
+            "add.fields (e.g. add.fields=op,lsn,table,source.ts_ms) so changes can be ordered"
+        )
+    deleted = str(meta.get("deleted", "false")).lower() == "true"
+    op = "d" if deleted else meta.get("op") or "u"
+    if op not in OPS:
+        raise EventError(f"unknown __op {op!r}; expected one of c, r, u, d")
+    fields = tuple(f for f in _struct_fields(schema) if not f.name.startswith(SMT_PREFIX))
+    row = _row({k: v for k, v in payload.items() if not k.startswith(SMT_PREFIX)}, fields, placeholder)
+    key, key_fields = _key_of(record, placeholder)
+    table = meta.get("table") or record.topic.rsplit(".", 1)[-1]
+    if not key:
+        raise EventError(f"change to {table!r} has no key: the table needs a primary key")
+    snapshot = meta.get("source_snapshot")
+    return ChangeEvent(
+        op=op,
+        table=table,
+        key=key,
+        after=None if deleted else row,
+        position=int(meta["lsn"]),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        snapshot=None if snapshot in (None, "false", False) else str(snapshot),
+        ts_ms=meta.get("source_ts_ms"),
+        before=row if deleted else None,
         fields=fields,
         key_fields=key_fields,
     )

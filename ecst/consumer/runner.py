@@ -1,25 +1,35 @@
-"""The consumer loop: poll a batch from Kafka, decode, apply in one transaction, repeat.
+"""The consumer loop: poll a batch from Kafka, decode, map, apply in one transaction, repeat.
 
 Offsets live in the state store. On every partition assignment the consumer seeks to the
 offsets stored there (the beginning of the topic if none), so a crash between the state commit
 and the Kafka commit loses nothing and applies nothing twice in effect. Kafka offsets are
 committed too, after the state, only so that lag tools see progress.
+
+A record that cannot be decoded, or that the database rejects, goes to the dead-letter topic
+(with headers naming the error, topic, partition and offset) before the offsets that pass it are
+committed; with `fail_fast`, or without a dead-letter topic, the consumer stops instead and the
+state stays at the last good batch.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import SQLAlchemyError
 
+from ecst.consumer.config import ConsumerConfig, TopicMapping, map_event
 from ecst.consumer.events import ChangeEvent, Record, decode
+from ecst.consumer.metrics import Metrics
 from ecst.consumer.snapshots import MARKERS, snapshot_transitions
 from ecst.consumer.store import (
     SNAPSHOT_COMPLETE,
@@ -28,11 +38,10 @@ from ecst.consumer.store import (
     SnapshotState,
     StateStore,
 )
-from ecst.consumer.types import DEFAULT_PLACEHOLDER
-from ecst.exceptions import EventError, StackError
+from ecst.exceptions import EventError, StackError, StateStoreError
 
 log = logging.getLogger(__name__)
-
+PURGE_EVERY_S = 600.0
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
@@ -69,8 +78,16 @@ class RunStats:
 
     batches: int = 0
     records: int = 0
-    tombstones: int = 0
+    ignored: int = 0  # Kafka tombstones, heartbeats, transaction metadata
+    dead_lettered: int = 0
     apply: ApplyStats = field(default_factory=ApplyStats)
+
+
+@dataclass
+class _Decoded:
+    record: Record
+    event: ChangeEvent | None = None
+    error: str | None = None
 
 
 class Consumer:
@@ -79,35 +96,43 @@ class Consumer:
     def __init__(
         self,
         store: StateStore,
-        topics: list[str],
+        topics: list[str] | None = None,
         *,
         bootstrap_servers: str,
-        group_id: str,
-        batch_size: int = 2000,
+        group_id: str | None = None,
+        batch_size: int | None = None,
+        config: ConsumerConfig | None = None,
         poll_timeout_ms: int = 500,
-        placeholder: str = DEFAULT_PLACEHOLDER,
+        metrics: Metrics | None = None,
         client_id: str = "ecst-consumer",
     ) -> None:
+        config = config or ConsumerConfig()
+        if topics:
+            config = config.with_(topics=tuple(config.mapping(t) for t in topics))
+        self.config = config.with_(group_id=group_id, batch_size=batch_size)
         self.store = store
-        self.topics = list(topics)
+        self.topics = [m.topic for m in self.config.topics]
+        self.mappings: dict[str, TopicMapping] = {m.topic: m for m in self.config.topics}
         self.bootstrap_servers = bootstrap_servers
-        self.group_id = group_id
-        self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
-        self.placeholder = placeholder
         self.client_id = client_id
+        self.metrics = metrics or Metrics()
         self.stats = RunStats()
-        self._kafka: KafkaConsumer | None = None
+        self.last_loop = time.monotonic()
+        self._producer: KafkaProducer | None = None
+        self._caught_up_once = False
+        self._last_purge = 0.0
 
+    # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
         try:
-            consumer = KafkaConsumer(
+            return KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers.split(","),
-                group_id=self.group_id,
+                group_id=self.config.group_id,
                 client_id=self.client_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                max_poll_records=self.batch_size,
+                max_poll_records=self.config.batch_size,
                 request_timeout_ms=30000,
             )
         except KafkaError as exc:
@@ -115,13 +140,26 @@ class Consumer:
                 f"couldn't connect to Kafka at {self.bootstrap_servers}: {exc} "
                 "(is the stack up? `ecst stack status`)"
             ) from exc
-        return consumer
+
+    def _dead_letter_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            topic = self.config.dead_letter_topic
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers.split(","))
+            try:
+                if topic not in admin.list_topics():
+                    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])
+            except TopicAlreadyExistsError:
+                pass
+            finally:
+                admin.close()
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","),
+                                           acks="all", client_id=f"{self.client_id}-dlq")
+        return self._producer
 
     def _wait_for_topics(self, consumer: KafkaConsumer, timeout_s: float) -> list[TopicPartition]:
         deadline = time.monotonic() + timeout_s
         while True:
-            missing = []
-            partitions = []
+            missing, partitions = [], []
             for topic in self.topics:
                 ids = consumer.partitions_for_topic(topic)
                 if not ids:
@@ -138,6 +176,7 @@ class Consumer:
             time.sleep(0.5)
             consumer.topics()  # refresh metadata
 
+    # -- the loop -------------------------------------------------------------------------
     def run(
         self,
         *,
@@ -151,82 +190,145 @@ class Consumer:
         applied offset reaches the end offset the topic had when the run started, or (with
         `until_ready`) until every topic's snapshot has been completely applied."""
         stop = stop or threading.Event()
-        consumer = self._kafka = self._connect()
+        consumer = self._connect()
         try:
-            targets: dict[TopicPartition, int] = {}
-            beginnings: dict[TopicPartition, int] = {}
-            if until_caught_up:
-                partitions = self._wait_for_topics(consumer, topic_timeout_s)
-                targets = consumer.end_offsets(partitions)
-                beginnings = consumer.beginning_offsets(partitions)
-                log.info("catching up to end offsets %s", _fmt(targets))
+            partitions = self._wait_for_topics(consumer, topic_timeout_s)
+            targets = consumer.end_offsets(partitions)
+            beginnings = consumer.beginning_offsets(partitions)
+            log.info("end offsets at start: %s", _fmt(targets))
             consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(consumer, self.store))
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                self.last_loop = time.monotonic()
+                polled = consumer.poll(timeout_ms=self.poll_timeout_ms,
+                                       max_records=self.config.batch_size)
                 if polled:
                     batch_stats = self._apply(consumer, polled)
                     if on_batch is not None:
                         on_batch(batch_stats)
-                if until_caught_up and self._caught_up(consumer, targets, beginnings):
+                self._complete_snapshots()  # also after a crash between the two commits
+                caught_up = self._caught_up(consumer, targets, beginnings)
+                self._caught_up_once = self._caught_up_once or caught_up
+                self._observe(consumer)
+                self._maybe_purge()
+                if until_caught_up and caught_up:
                     break
-                if until_ready:
-                    self._complete_snapshots()  # also after a crash between the two commits
-                    if self.ready():
-                        break
+                if until_ready and self.snapshot_applied():
+                    break
         finally:
             try:
                 consumer.close(autocommit=False)
             except KafkaError:
                 log.warning("error while closing the Kafka consumer", exc_info=True)
-            self._kafka = None
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
         return self.stats
 
+    def _decode(self, m: object) -> _Decoded:
+        record = Record(m.topic, m.partition, m.offset, m.key, m.value)
+        try:
+            event = decode(record, self.config.placeholder)
+            if event is not None:
+                event = map_event(event, self.mappings.get(record.topic, TopicMapping(record.topic)))
+            return _Decoded(record, event)
+        except EventError as exc:
+            return _Decoded(record, error=str(exc))
+
     def _apply(self, consumer: KafkaConsumer, polled: dict) -> ApplyStats:
-        events: list[ChangeEvent] = []
-        next_offsets: dict[tuple[str, int], int] = {}
-        tombstones = 0
-        for tp, messages in polled.items():
-            for m in messages:
-                record = Record(m.topic, m.partition, m.offset, m.key, m.value)
-                try:
-                    event = decode(record, self.placeholder)
-                except EventError as exc:
-                    raise EventError(
-                        f"{m.topic}[{m.partition}]@{m.offset}: {exc}; the state is unchanged "
-                        "from the last good batch"
-                    ) from exc
-                if event is None:
-                    tombstones += 1
-                else:
-                    events.append(event)
-                next_offsets[(tp.topic, tp.partition)] = m.offset + 1
-        snapshots = self._snapshot_progress(consumer, events)
+        items = [self._decode(m) for messages in polled.values() for m in messages]
         started = time.monotonic()
-        stats = self.store.apply(events, next_offsets, snapshots)
-        self._complete_snapshots()
-        took_ms = (time.monotonic() - started) * 1000
+        bad = [d for d in items if d.error]
+        if bad and self._stop_on_error():
+            d = bad[0]
+            raise EventError(f"{_where(d.record)}: {d.error}; the state is unchanged from the last "
+                             "good batch")
+        good = [d for d in items if not d.error]
+        try:
+            if bad:
+                self._dead_letter(bad, stage="decode")
+            stats = self._apply_items(consumer, items, good)
+        except (SQLAlchemyError, StateStoreError) as exc:
+            if self._stop_on_error():
+                raise EventError(f"batch rejected by the state store: {exc}; the state is "
+                                 "unchanged from the last good batch") from exc
+            log.warning("batch rejected by the state store (%s): applying record by record", exc)
+            stats = self._apply_one_by_one(consumer, items)
+        took = time.monotonic() - started
+        self.metrics.observe_batch(took)
+        self._commit_kafka(consumer, _next_offsets(items))
+        ignored = sum(1 for d in items if d.event is None and not d.error)
+        self.stats.batches += 1
+        self.stats.records += len(items)
+        self.stats.ignored += ignored
+        self.stats.apply.merge(stats)
+        self.metrics.inc("ecst_batches_total")
+        self.metrics.inc("ecst_records_ignored_total", ignored)
+        self.metrics.inc("ecst_events_stale_total", stats.stale)
+        for (op, table), n in stats.by_table_op.items():
+            self.metrics.inc("ecst_events_applied_total", n, op=op, table=table)
+        newest = max((d.event.ts_ms for d in good if d.event and d.event.ts_ms), default=None)
+        if newest:
+            self.metrics.set("ecst_replication_delay_seconds", max(0.0, time.time() - newest / 1000))
+        log.info(
+            "applied batch of %d records (%s, %d ignored, %d stale, %d dead-lettered) in %.0f ms",
+            len(items), " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
+            ignored, stats.stale, len(bad), took * 1000,
+        )
+        return stats
+
+    def _apply_items(self, consumer: KafkaConsumer, items: list[_Decoded], good: list[_Decoded]
+                     ) -> ApplyStats:
+        events = [d.event for d in good if d.event is not None]
+        snapshots = self._snapshot_progress(consumer, events)
+        return self.store.apply(events, _next_offsets(items), snapshots)
+
+    def _apply_one_by_one(self, consumer: KafkaConsumer, items: list[_Decoded]) -> ApplyStats:
+        """Slow path after a rejected batch: each record alone; the rejected ones are
+        dead-lettered before the offset that passes them is stored."""
+        total = ApplyStats()
+        for d in items:
+            offsets = _next_offsets([d])
+            if d.error or d.event is None:
+                self.store.apply([], offsets)  # already dead-lettered, or no change
+                continue
+            try:
+                total.merge(self._apply_items(consumer, [d], [d]))
+            except (SQLAlchemyError, StateStoreError) as exc:
+                d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
+                self._dead_letter([d], stage="apply")
+                self.store.apply([], offsets)
+        return total
+
+    def _stop_on_error(self) -> bool:
+        return self.config.fail_fast or not self.config.dead_letter_topic
+
+    def _dead_letter(self, items: list[_Decoded], stage: str) -> None:
+        producer = self._dead_letter_producer()
+        for d in items:
+            r = d.record
+            headers = [
+                ("ecst.error", (d.error or "").encode()),
+                ("ecst.stage", stage.encode()),
+                ("ecst.source.topic", r.topic.encode()),
+                ("ecst.source.partition", str(r.partition).encode()),
+                ("ecst.source.offset", str(r.offset).encode()),
+            ]
+            producer.send(self.config.dead_letter_topic, key=r.key, value=r.value, headers=headers)
+            log.error("dead-lettered %s (%s): %s", _where(r), stage, d.error)
+            self.metrics.inc("ecst_dead_lettered_total", stage=stage)
+        producer.flush(timeout=30)  # durable in Kafka before the offsets that skip them
+        self.stats.dead_lettered += len(items)
+
+    def _commit_kafka(self, consumer: KafkaConsumer, next_offsets: dict[tuple[str, int], int]) -> None:
         try:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                              for (t, p), o in next_offsets.items()})
         except KafkaError as exc:  # the state store holds the truth; this is for lag tools
             log.warning("Kafka offset commit failed (state is committed): %s", exc)
-        self.stats.batches += 1
-        self.stats.records += sum(len(v) for v in polled.values())
-        self.stats.tombstones += tombstones
-        self.stats.apply.merge(stats)
-        log.info(
-            "applied batch of %d records (%s, %d tombstones, %d stale) in %.0f ms",
-            sum(len(v) for v in polled.values()),
-            " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
-            tombstones,
-            stats.stale,
-            took_ms,
-        )
-        return stats
 
-    def _snapshot_progress(
-        self, consumer: KafkaConsumer, events: list[ChangeEvent]
-    ) -> dict[str, SnapshotState]:
+    # -- snapshots and readiness ----------------------------------------------------------
+    def _snapshot_progress(self, consumer: KafkaConsumer, events: list[ChangeEvent]
+                           ) -> dict[str, SnapshotState]:
         def end_offsets(topic: str) -> dict[int, int]:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
             return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
@@ -236,25 +338,37 @@ class Consumer:
         return snapshot_transitions(events, self.store.snapshot_states(), end_offsets)
 
     def _complete_snapshots(self) -> None:
+        states = self.store.snapshot_states()
+        if not any(s.state == SNAPSHOT_PENDING for s in states.values()):
+            return
         stored = self.store.stored_offsets()
-        for topic, snap in self.store.snapshot_states().items():
+        for topic, snap in states.items():
             if snap.state == SNAPSHOT_PENDING and all(
                 stored.get((topic, p), 0) >= end for p, end in snap.targets.items()
             ):
                 self.store.mark_snapshot_complete(topic)
                 log.info("snapshot of %s completely applied", topic)
 
-    def ready(self) -> bool:
+    def snapshot_applied(self) -> bool:
         """True once the snapshot of every subscribed topic has been completely applied."""
         states = self.store.snapshot_states()
         return all(t in states and states[t].state == SNAPSHOT_COMPLETE for t in self.topics)
 
-    def _caught_up(
-        self,
-        consumer: KafkaConsumer,
-        targets: dict[TopicPartition, int],
-        beginnings: dict[TopicPartition, int],
-    ) -> bool:
+    def ready(self) -> bool:
+        """Readiness by policy: `snapshot` (default), `caught-up` (end offsets at start reached
+        once) or `always` (serve a partial copy)."""
+        policy = self.config.readiness
+        if policy == "always":
+            return True
+        if policy == "caught-up":
+            return self._caught_up_once
+        return self.snapshot_applied()
+
+    def healthy(self, stall_s: float = 120.0) -> bool:
+        return time.monotonic() - self.last_loop < stall_s
+
+    def _caught_up(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int],
+                   beginnings: dict[TopicPartition, int]) -> bool:
         stored = self.store.stored_offsets()
         assigned = consumer.assignment()
         for tp, end in targets.items():
@@ -269,6 +383,47 @@ class Consumer:
             if progress < end:
                 return False
         return True
+
+    def _observe(self, consumer: KafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                continue
+            self.metrics.set("ecst_partition_lag", max(0, high - position), topic=tp.topic,
+                             partition=str(tp.partition))
+        states = self.store.snapshot_states()
+        for t in self.topics:
+            self.metrics.set("ecst_snapshot_complete",
+                             1.0 if t in states and states[t].state == SNAPSHOT_COMPLETE else 0.0,
+                             topic=t)
+        self.metrics.set("ecst_ready", 1.0 if self.ready() else 0.0)
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = now
+        cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
+            hours=self.config.tombstone_retention_hours)
+        purged = self.store.purge_tombstones(cutoff)
+        if purged:
+            log.info("purged %d delete tombstones older than %s", purged, cutoff)
+
+
+def _where(r: Record) -> str:
+    return f"{r.topic}[{r.partition}]@{r.offset}"
+
+
+def _next_offsets(items: list[_Decoded]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for d in items:
+        key = (d.record.topic, d.record.partition)
+        out[key] = max(out.get(key, 0), d.record.offset + 1)
+    return out
 
 
 def _fmt(offsets: dict[TopicPartition, int]) -> str:

@@ -100,11 +100,18 @@ class SnapshotState:
 class ApplyStats:
     """What one batch did to the state."""
 
-    by_op: Counter = field(default_factory=Counter)  # op -> events written after collapsing
+    by_table_op: Counter = field(default_factory=Counter)  # (op, table) -> events written
     stale: int = 0  # of those, rejected as older than the state (guard or delete tombstone)
 
+    @property
+    def by_op(self) -> Counter:
+        out: Counter = Counter()
+        for (op, _table), n in self.by_table_op.items():
+            out[op] += n
+        return out
+
     def merge(self, other: ApplyStats) -> None:
-        self.by_op.update(other.by_op)
+        self.by_table_op.update(other.by_table_op)
         self.stale += other.stale
 
 
@@ -194,6 +201,12 @@ class StateStore:
         with self.engine.begin() as conn:
             conn.execute(self.snapshots.update().where(self.snapshots.c.topic == topic)
                          .values(state=SNAPSHOT_COMPLETE, updated_at=now))
+
+    def purge_tombstones(self, older_than: dt.datetime) -> int:
+        """Forget delete tombstones recorded before `older_than`; returns how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(self.deleted).where(self.deleted.c.deleted_at < older_than))
+            return result.rowcount or 0
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of a state table, typed as created, without the bookkeeping columns."""
@@ -377,7 +390,8 @@ class StateStore:
                 where=table.c[POSITION] <= stmt.excluded[POSITION],
             )
             result = conn.execute(stmt, rows)
-            stats.by_op.update(ops[unchanged])
+            for op, n in ops[unchanged].items():
+                stats.by_table_op[(op, table.name)] += n
             if result.rowcount is not None and 0 <= result.rowcount < len(rows):
                 stats.stale += len(rows) - result.rowcount
 
@@ -407,7 +421,7 @@ class StateStore:
             [{"table_name": table.name, "key": key_text(e.key), POSITION: e.position,
               "deleted_at": now} for e in events],
         )
-        stats.by_op["d"] += len(events)
+        stats.by_table_op[("d", table.name)] += len(events)
 
     def _truncate(self, conn: Connection, event: ChangeEvent, stats: ApplyStats) -> None:
         """TRUNCATE in the source: remove every row not newer than the truncate."""
@@ -415,4 +429,4 @@ class StateStore:
             return
         t = sql_table(event.table, sql_column(POSITION))
         conn.execute(delete(t).where(t.c[POSITION] <= event.position))
-        stats.by_op["t"] += 1
+        stats.by_table_op[("t", event.table)] += 1

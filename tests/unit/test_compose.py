@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from ecst.cli.consume import DEFAULT_TOPIC
 from ecst.connectors.definition import load_definition
+from ecst.consumer.config import DEFAULT_TOPIC
 from ecst.demo import topic_for
 from ecst.settings import Settings
 from ecst.stack.postgres import CONNECTOR_ROLE, PRODUCER_DB

@@ -1,0 +1,247 @@
+"""The consumer's YAML config: where to read, where to write, and how source maps to state.
+
+    kafka:
+      bootstrap_servers: ${ECST_BOOTSTRAP_SERVERS:-127.0.0.1:19092}
+      group_id: users-service
+    state:
+      url: sqlite:///users-state.db
+    topics:
+      - topic: producer.public.users
+        table: users                # state table (default: the source table's name)
+        key: [id]                   # source columns of the state key (default: the record key)
+        columns:                    # keep only these, source: state name (default: mirror all)
+          id: id
+          email: email
+          full_name: name
+    dead_letter_topic: ecst.dlq.users-service
+    readiness: snapshot             # snapshot | caught-up | always
+    http: {host: 127.0.0.1, port: 8080}
+
+`${VAR}` / `${VAR:-default}` are read from the environment. Every key is checked when the file
+is loaded; a mistake names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecst.connectors.definition import interpolate
+from ecst.consumer.events import ChangeEvent
+from ecst.consumer.types import DEFAULT_PLACEHOLDER
+from ecst.exceptions import ConfigError
+from ecst.settings import Secret
+
+READINESS = ("snapshot", "caught-up", "always")
+DEFAULT_TOPIC = "producer.public.users"  # what connectors/users.yaml writes
+
+
+@dataclass(frozen=True)
+class TopicMapping:
+    """How one Debezium topic lands in the state store."""
+
+    topic: str
+    table: str | None = None
+    key: tuple[str, ...] | None = None
+    columns: dict[str, str] | None = None  # source column -> state column; None mirrors all
+
+    @property
+    def mirrors(self) -> bool:
+        return self.table is None and self.key is None and self.columns is None
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Everything `ecst consume` needs; CLI options override the file."""
+
+    topics: tuple[TopicMapping, ...] = (TopicMapping(DEFAULT_TOPIC),)
+    bootstrap_servers: str | None = None
+    group_id: str = "ecst-consumer"
+    state_url: Secret = field(default_factory=lambda: Secret("sqlite:///ecst-state.db"))
+    batch_size: int = 2000
+    dead_letter_topic: str | None = None
+    fail_fast: bool = False
+    placeholder: str = DEFAULT_PLACEHOLDER
+    tombstone_retention_hours: float = 168.0
+    readiness: str = "snapshot"
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+
+    def mapping(self, topic: str) -> TopicMapping:
+        for m in self.topics:
+            if m.topic == topic:
+                return m
+        return TopicMapping(topic)
+
+    def with_(self, **changes: Any) -> ConsumerConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def map_event(event: ChangeEvent, mapping: TopicMapping) -> ChangeEvent:
+    """Project and rename an event for its state table (pure; mirrors when nothing is mapped)."""
+    if mapping.mirrors:
+        return event
+    columns = mapping.columns
+    rename = (lambda c: columns.get(c, c)) if columns else (lambda c: c)
+    if mapping.key:
+        sources = [event.key, event.after or {}, event.before or {}]
+        key = {}
+        for k in mapping.key:
+            for src in sources:
+                if k in src:
+                    key[rename(k)] = src[k]
+                    break
+        key_names = set(mapping.key)
+    else:
+        key = {rename(k): v for k, v in event.key.items()}
+        key_names = set(event.key)
+    keep = (lambda c: c in columns or c in key_names) if columns else (lambda c: True)
+    after = None if event.after is None else {
+        rename(c): v for c, v in event.after.items() if keep(c)}
+    fields_by_name = {f.name: f for f in (*event.key_fields, *event.fields)}
+    return dataclasses.replace(
+        event,
+        table=mapping.table or event.table,
+        key=key,
+        after=after,
+        before=None,
+        fields=tuple(dataclasses.replace(f, name=rename(f.name)) for f in event.fields if keep(f.name)),
+        key_fields=tuple(dataclasses.replace(fields_by_name[k], name=rename(k))
+                         for k in (mapping.key or event.key) if k in fields_by_name),
+    )
+
+
+_TOP = {"kafka", "state", "topics", "dead_letter_topic", "fail_fast", "batch_size",
+        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http"}
+
+
+def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {what}, got {value!r}")
+    return value
+
+
+def _section(doc: dict, name: str, allowed: set[str], where: str) -> dict:
+    value = doc.get(name) or {}
+    _expect(f"{where}: {name}", value, dict, "a mapping")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {name}.{unknown[0]}; allowed: {', '.join(sorted(allowed))}")
+    return value
+
+
+def _interp(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return interpolate(value, environ, where)
+    if isinstance(value, list):
+        return [_interp(v, environ, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _interp(v, environ, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | None = None
+                          ) -> ConsumerConfig:
+    """Validate a parsed YAML document; every error names `where` and the key."""
+    environ = os.environ if environ is None else environ
+    if doc is None:
+        doc = {}
+    _expect(where, doc, dict, "a mapping")
+    unknown = sorted(set(doc) - _TOP)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(_TOP))}")
+    from ecst.exceptions import DefinitionError
+
+    try:
+        doc = _interp(doc, environ, where)
+    except DefinitionError as exc:
+        raise ConfigError(str(exc)) from exc
+    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id"}, where)
+    state = _section(doc, "state", {"url"}, where)
+    http = _section(doc, "http", {"host", "port"}, where)
+    out: dict[str, Any] = {}
+    if "bootstrap_servers" in kafka:
+        out["bootstrap_servers"] = _expect(f"{where}: kafka.bootstrap_servers",
+                                           kafka["bootstrap_servers"], str, "host:port[,host:port]")
+    if "group_id" in kafka:
+        out["group_id"] = _expect(f"{where}: kafka.group_id", kafka["group_id"], str, "a string")
+    if "url" in state:
+        out["state_url"] = Secret(_expect(f"{where}: state.url", state["url"], str, "a SQLAlchemy URL"))
+    if "topics" in doc:
+        topics = _expect(f"{where}: topics", doc["topics"], list, "a list of topic mappings")
+        if not topics:
+            raise ConfigError(f"{where}: topics: expected at least one topic")
+        out["topics"] = tuple(_topic(t, f"{where}: topics[{i}]") for i, t in enumerate(topics))
+    for key, kind, what, name in (
+        ("dead_letter_topic", (str, type(None)), "a topic name or null", "dead_letter_topic"),
+        ("fail_fast", bool, "true or false", "fail_fast"),
+        ("batch_size", int, "a positive integer", "batch_size"),
+        ("unavailable_value_placeholder", str, "a string", "placeholder"),
+        ("tombstone_retention_hours", (int, float), "a number of hours", "tombstone_retention_hours"),
+        ("readiness", str, f"one of {', '.join(READINESS)}", "readiness"),
+    ):
+        if key in doc:
+            out[name] = _expect(f"{where}: {key}", doc[key], kind, what)
+    if out.get("readiness", "snapshot") not in READINESS:
+        raise ConfigError(f"{where}: readiness: expected one of {', '.join(READINESS)}, "
+                          f"got {out['readiness']!r}")
+    if out.get("batch_size", 1) < 1:
+        raise ConfigError(f"{where}: batch_size: expected a positive integer")
+    if "host" in http:
+        out["http_host"] = _expect(f"{where}: http.host", http["host"], str, "a host")
+    if "port" in http:
+        out["http_port"] = _expect(f"{where}: http.port", http["port"], (int, type(None)), "a port")
+    return ConsumerConfig(**out)
+
+
+def _topic(doc: Any, where: str) -> TopicMapping:
+    if isinstance(doc, str):
+        return TopicMapping(doc)
+    _expect(where, doc, dict, "a topic name or a mapping with topic, table, key, columns")
+    unknown = sorted(set(doc) - {"topic", "table", "key", "columns"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: columns, key, table, topic")
+    topic = _expect(f"{where}.topic", doc.get("topic"), str, "a topic name")
+    table = doc.get("table")
+    if table is not None:
+        _expect(f"{where}.table", table, str, "a table name")
+    key = doc.get("key")
+    if key is not None:
+        key = (key,) if isinstance(key, str) else tuple(
+            _expect(f"{where}.key", k, str, "column names") for k in
+            _expect(f"{where}.key", key, list, "a column name or a list of them"))
+    columns = doc.get("columns")
+    if columns is not None:
+        if isinstance(columns, list):
+            columns = {_expect(f"{where}.columns", c, str, "column names"): c for c in columns}
+        _expect(f"{where}.columns", columns, dict, "a list of columns or a mapping source: state")
+        for src, dst in columns.items():
+            _expect(f"{where}.columns.{src}", dst, str, "the state column's name")
+        if key:
+            missing = [k for k in key if k not in columns]
+            if missing:
+                raise ConfigError(f"{where}.columns: key column {missing[0]!r} must be kept")
+    return TopicMapping(topic, table, key, columns)
+
+
+def load_consumer_config(path: Path | str, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
+    """Read and validate a consumer YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: YAML syntax error at {at}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    return parse_consumer_config(doc, str(path), environ)
