@@ -20,6 +20,7 @@ from sqlalchemy import (
     Date,
     Float,
     Integer,
+    Interval,
     LargeBinary,
     SmallInteger,
     String,
@@ -141,6 +142,12 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
             return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
         if logical == "io.debezium.time.ZonedTimestamp":
             return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        if logical == "io.debezium.time.ZonedTime":  # timetz: Debezium normalises to UTC
+            return dt.time.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+        if logical == "io.debezium.time.MicroDuration":  # interval (months approximated)
+            return dt.timedelta(microseconds=int(value))
+        if logical == "io.debezium.data.Json":
+            return json.loads(value)
         if logical in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
             return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
         if logical == "io.debezium.time.MicroTime":
@@ -223,9 +230,14 @@ def sql_type(f: Field) -> TypeEngine:
         "io.debezium.time.Time",
         "io.debezium.time.MicroTime",
         "io.debezium.time.NanoTime",
+        "io.debezium.time.ZonedTime",
         "org.apache.kafka.connect.data.Time",
     ):
         return Time()
+    if logical == "io.debezium.time.MicroDuration":
+        return Interval()
+    if logical == "io.debezium.data.Json":
+        return JSON()
     return {
         "int8": SmallInteger(),
         "int16": SmallInteger(),
@@ -245,6 +257,9 @@ def canonical(value: Any) -> Any:
     """A comparable form of a value read from either database (used by `ecst.verify`)."""
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, dt.time) and value.tzinfo is not None:
+        moment = dt.datetime.combine(dt.date(2000, 1, 1), value).astimezone(dt.UTC)
+        return moment.time()
     if isinstance(value, memoryview):
         return bytes(value)
     if isinstance(value, (dict, list)):

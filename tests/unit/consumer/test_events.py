@@ -80,3 +80,63 @@ def test_change_without_key_is_rejected_with_advice():
     _, value = envelope("c", 1, 1, after=row(1))
     with pytest.raises(EventError, match="primary key"):
         decode(rec(None, value))
+
+
+# --- the flattened form of ExtractNewRecordState -------------------------------------------
+
+def flat(payload, fields=None, key=1):
+    schema = {"type": "struct", "fields": fields or [
+        {"type": "int64", "optional": False, "field": "id"},
+        {"type": "string", "optional": True, "field": "email"},
+        {"type": "string", "optional": True, "field": "__op"},
+        {"type": "int64", "optional": True, "field": "__lsn"},
+        {"type": "string", "optional": True, "field": "__deleted"}]}
+    return rec(json.dumps({"schema": {"type": "struct", "fields": [
+        {"type": "int64", "optional": False, "field": "id"}]}, "payload": {"id": key}}).encode(),
+        json.dumps({"schema": schema, "payload": payload}).encode())
+
+
+def test_flattened_upsert_takes_op_position_and_table_from_smt_fields():
+    e = decode(flat({"id": 1, "email": "a@b", "__op": "u", "__lsn": 500, "__deleted": "false"}))
+    assert (e.op, e.table, e.key, e.after, e.position) == ("u", "users", {"id": 1},
+                                                           {"id": 1, "email": "a@b"}, 500)
+    assert [f.name for f in e.fields] == ["id", "email"]
+
+
+def test_flattened_rewrite_delete_is_a_delete():
+    e = decode(flat({"id": 1, "email": None, "__op": "d", "__lsn": 600, "__deleted": "true"}))
+    assert (e.op, e.after, e.position) == ("d", None, 600)
+
+
+def test_flattened_without_lsn_says_which_smt_setting_to_add():
+    with pytest.raises(EventError, match="add 'lsn' to the SMT's add.fields"):
+        decode(flat({"id": 1, "email": "x", "__op": "c", "__deleted": "false"}))
+
+
+def test_flattened_schemaless_with_table_and_snapshot_fields():
+    r = Record("t.public.users", 0, 0, b'{"id": 3}',
+               json.dumps({"id": 3, "__op": "r", "__lsn": 7, "__table": "customers",
+                           "__source_snapshot": "last"}).encode())
+    e = decode(r)
+    assert (e.op, e.table, e.snapshot, e.after) == ("r", "customers", "last", {"id": 3})
+
+
+# --- records that carry no row change ------------------------------------------------------
+
+def test_heartbeats_and_transaction_metadata_are_ignored():
+    heartbeat = json.dumps({"schema": {"type": "struct", "name": "io.debezium.connector.common.Heartbeat",
+                                       "fields": []}, "payload": {"ts_ms": 1}}).encode()
+    assert decode(rec(b'{"serverName": "producer"}', heartbeat)) is None
+    assert decode(rec(None, b'{"ts_ms": 1795967829657}')) is None
+    txn = json.dumps({"status": "END", "id": "571:53195832", "event_count": 2,
+                      "data_collections": [], "ts_ms": 1}).encode()
+    assert decode(rec(b'{"id": "571:53195832"}', txn)) is None
+
+
+def test_composite_struct_keys():
+    key = json.dumps({"schema": {"type": "struct", "fields": [
+        {"type": "string", "optional": False, "field": "tenant"},
+        {"type": "int64", "optional": False, "field": "id"}]},
+        "payload": {"tenant": "acme", "id": 9}}).encode()
+    _, value = envelope("c", 9, 10, after=row(9))
+    assert decode(rec(key, value)).key == {"tenant": "acme", "id": 9}

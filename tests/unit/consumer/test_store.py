@@ -126,3 +126,9 @@ def test_another_process_reads_back_exact_types(store, tmp_path):
         assert {x["id"]: x for x in other.rows("users")}[1]["balance"] == Decimal("0.01")
     finally:
         other.close()
+
+
+def test_tombstones_are_purged_after_the_retention(store):
+    store.apply([event("c", 1, 100, 0, after=row(1)), event("d", 1, 200, 1)], {(TOPIC, 0): 2})
+    assert store.purge_tombstones(dt.datetime(2000, 1, 1)) == 0
+    assert store.purge_tombstones(dt.datetime.now() + dt.timedelta(days=1)) == 1

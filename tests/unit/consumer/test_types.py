@@ -67,3 +67,21 @@ def test_canonical_makes_both_databases_comparable():
     assert canonical(aware) == dt.datetime(2024, 1, 1, 10)
     assert canonical(memoryview(b"ab")) == b"ab"
     assert canonical({"b": 1, "a": 2}) == canonical({"a": 2, "b": 1})
+
+
+def test_json_interval_timetz_uuid_enum():
+    as_json = f("string", "io.debezium.data.Json")
+    assert convert('{"b": [1, 2], "a": null}', as_json) == {"b": [1, 2], "a": None}
+    assert convert(90061000001, f("int64", "io.debezium.time.MicroDuration")) == dt.timedelta(
+        days=1, hours=1, minutes=1, seconds=1, microseconds=1)
+    assert convert("08:30:00.25Z", f("string", "io.debezium.time.ZonedTime")) == dt.time(8, 30, 0, 250000)
+    uuid = "0b5b4e0e-2f5a-4a57-9d5e-6c0a1d2e3f40"
+    assert convert(uuid, f("string", "io.debezium.data.Uuid")) == uuid
+    assert convert("gold", f("string", "io.debezium.data.Enum")) == "gold"
+
+
+def test_arrays_convert_their_items():
+    dates = Field(name="d", type="array", items=Field(name="", type="int32", logical="io.debezium.time.Date"))
+    assert convert([0, 1], dates) == [dt.date(1970, 1, 1), dt.date(1970, 1, 2)]
+    ints = Field(name="a", type="array", items=Field(name="", type="int32"))
+    assert convert([1, None, 3], ints) == [1, None, 3]

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from ecst.consumer.config import (
+    ConsumerConfig,
+    TopicMapping,
+    load_consumer_config,
+    map_event,
+    parse_consumer_config,
+)
+from ecst.consumer.events import ChangeEvent
+from ecst.consumer.types import Field
+from ecst.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+EVENT = ChangeEvent(op="u", table="users", key={"id": 1},
+                    after={"id": 1, "email": "a@b", "full_name": "Ann", "secret": "x"}, position=5,
+                    topic="t", partition=0, offset=0,
+                    fields=(Field("id", "int64"), Field("email", "string"), Field("full_name", "string"),
+                            Field("secret", "string")),
+                    key_fields=(Field("id", "int64"),))
+
+
+def test_the_repository_consumer_config_loads():
+    c = load_consumer_config(ROOT / "consumer" / "users.yaml", environ={})
+    assert c.group_id == "users-service" and c.dead_letter_topic == "ecst.dlq.users-service"
+    assert c.bootstrap_servers == "127.0.0.1:19092" and c.http_port == 8080
+    m = c.mapping("producer.public.users")
+    assert (m.table, m.key, m.columns["full_name"]) == ("users", ("id",), "name")
+
+
+def test_without_mapping_the_event_is_mirrored():
+    assert map_event(EVENT, TopicMapping("t")) is EVENT
+
+
+def test_projection_and_renames():
+    m = TopicMapping("t", table="people", columns={"id": "user_id", "full_name": "name"})
+    e = map_event(EVENT, m)
+    assert (e.table, e.key, e.after) == ("people", {"user_id": 1}, {"user_id": 1, "name": "Ann"})
+    assert [f.name for f in e.fields] == ["user_id", "name"]
+    assert [f.name for f in e.key_fields] == ["user_id"]
+
+
+def test_key_override_takes_values_from_the_row():
+    e = map_event(EVENT, TopicMapping("t", key=("email",), columns={"email": "email", "full_name": "n"}))
+    assert e.key == {"email": "a@b"} and e.after == {"email": "a@b", "n": "Ann"}
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"topcs": []}, "unknown key 'topcs'"),
+    ({"kafka": {"group": "x"}}, "unknown key kafka.group"),
+    ({"batch_size": "many"}, "batch_size: expected a positive integer"),
+    ({"readiness": "soon"}, "readiness: expected one of snapshot, caught-up, always"),
+    ({"topics": [{"topic": "t", "key": ["id"], "columns": ["email"]}]}, "key column 'id' must be kept"),
+    ({"topics": [{"topic": "t", "colums": ["a"]}]}, r"topics\[0\]: unknown key 'colums'"),
+    ({"state": {"url": "${NOPE}"}}, "NOPE is not set"),
+])
+def test_config_errors_name_the_file_and_key(doc, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_consumer_config(doc, "svc.yaml", environ={})
+    assert "svc.yaml" in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  group_id: [x\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: YAML syntax error at line 3"):
+        load_consumer_config(path, environ={})
+
+
+def test_defaults():
+    c = ConsumerConfig()
+    assert c.readiness == "snapshot" and c.dead_letter_topic is None and not c.fail_fast
+    assert "***" in repr(c.state_url)
