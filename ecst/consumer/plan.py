@@ -7,12 +7,14 @@ before it is applied first, then the truncate, then what came after.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ecst.consumer.events import ChangeEvent
+from ecst.consumer.types import UNCHANGED
 
 
 def key_text(key: dict[str, Any]) -> str:
@@ -30,8 +32,11 @@ class TableChanges:
     def add(self, event: ChangeEvent) -> None:
         k = key_text(event.key)
         current = self.latest.get(k)
-        if current is None or (event.position, event.offset) >= (current.position, current.offset):
+        if current is None:
             self.latest[k] = event
+            return
+        older, newer = sorted((current, event), key=lambda e: (e.position, e.offset))
+        self.latest[k] = _carry_unchanged(older, newer)
 
     @property
     def upserts(self) -> list[ChangeEvent]:
@@ -40,6 +45,18 @@ class TableChanges:
     @property
     def deletes(self) -> list[ChangeEvent]:
         return [e for e in self.latest.values() if e.op == "d"]
+
+
+def _carry_unchanged(older: ChangeEvent, newer: ChangeEvent) -> ChangeEvent:
+    """Collapsing drops `older`; where `newer` says a column is unchanged (TOAST placeholder),
+    the value `older` carried is that column's value."""
+    if newer.after is None or older.after is None:
+        return newer
+    missing = {c for c, v in newer.after.items() if v is UNCHANGED}
+    fill = {c: older.after[c] for c in missing if c in older.after and older.after[c] is not UNCHANGED}
+    if not fill:
+        return newer
+    return dataclasses.replace(newer, after={**newer.after, **fill})
 
 
 @dataclass

@@ -73,7 +73,7 @@ class Field:
         elif isinstance(sample, int):
             kind = "int64"
         elif isinstance(sample, float):
-            kind = "float64"
+            kind = "double"
         elif isinstance(sample, (list, dict)):
             kind = "array" if isinstance(sample, list) else "struct"
         else:
@@ -107,7 +107,7 @@ class Field:
 
 def _decimal_from_bytes(b64: str, scale: int) -> Decimal:
     unscaled = int.from_bytes(base64.b64decode(b64), "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
+    return Decimal(f"{unscaled}E{-scale}")  # exact at any precision (scaleb rounds to 28 digits)
 
 
 def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER) -> Any:
@@ -243,6 +243,8 @@ def sql_type(f: Field) -> TypeEngine:
         "int16": SmallInteger(),
         "int32": Integer(),
         "int64": BigInteger(),
+        "float": Float(),  # the JSON converter's names for FLOAT32 / FLOAT64
+        "double": Float(),
         "float32": Float(),
         "float64": Float(),
         "boolean": Boolean(),

@@ -20,6 +20,7 @@ from ecst import source, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import parse_definition
+from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
 from ecst.demo import delete_topics, topic_for, wait_for_slot_inactive
@@ -45,10 +46,10 @@ def stack():
 class Capture:
     """A producer table captured by its own connector, and helpers to consume and compare it."""
 
-    def __init__(self, stack, uid: str) -> None:
+    def __init__(self, stack, uid: str, table: str | None = None) -> None:
         self.stack = stack
         self.uid = uid
-        self.table = f"users_{uid}"
+        self.table = table or f"users_{uid}"
         doc = yaml.safe_load((ROOT / "connectors" / "users.yaml").read_text())
         doc["name"] = f"users-{uid}"
         doc["config"].update({
@@ -65,14 +66,19 @@ class Capture:
 
     def create(self, rows: int) -> None:
         source.create_users_table(self.conn, self.table, rows)
+        self.prepare()
+
+    def prepare(self) -> None:
         source.prepare_capture(self.conn, self.table, self.definition.config["publication.name"])
 
     def apply(self) -> str:
         return apply_mod.apply(self.client, self.definition).action
 
-    def consumer(self, store: StateStore, group: str | None = None, batch_size: int = 1000) -> Consumer:
+    def consumer(self, store: StateStore, group: str | None = None, batch_size: int = 1000,
+                 **config) -> Consumer:
         return Consumer(store, [self.topic], bootstrap_servers=self.stack.bootstrap,
-                        group_id=group or f"g-{self.uid}", batch_size=batch_size)
+                        group_id=group or f"g-{self.uid}", batch_size=batch_size,
+                        config=ConsumerConfig().with_(**config))
 
     def compare(self, store: StateStore) -> verify.Comparison:
         return verify.compare_rows(verify.source_rows(self.conn, self.table), store.rows(self.table),
@@ -93,7 +99,7 @@ class Capture:
         self.client.delete(self.definition.name)
         wait_for_slot_inactive(self.conn, cfg["slot.name"])
         source.drop_capture(self.conn, cfg["slot.name"], cfg["publication.name"])
-        self.conn.execute(f'DROP TABLE IF EXISTS "{self.table}"')
+        self.conn.execute(f'DROP TABLE IF EXISTS "{self.table}" CASCADE')
         delete_topics(self.stack.bootstrap, [self.topic])
         self.conn.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from decimal import Decimal
+from decimal import Context, Decimal
 
 KEY_SCHEMA = {
     "type": "struct",
@@ -45,7 +45,7 @@ def value_schema(fields=None):
 
 
 def decimal_b64(value: str, scale: int = 2) -> str:
-    unscaled = int(Decimal(value).scaleb(scale))
+    unscaled = int(Decimal(value).scaleb(scale, Context(prec=100)))
     length = max(1, (unscaled.bit_length() + 8) // 8)
     return base64.b64encode(unscaled.to_bytes(length, "big", signed=True)).decode()
 

@@ -35,3 +35,15 @@ def test_truncate_splits_the_batch_in_order():
 def test_tables_are_planned_separately():
     steps = plan_batch([ev("c", 1, 10, 0, "users"), ev("c", 1, 11, 1, "orders")])
     assert sorted(steps[0].tables) == ["orders", "users"]
+
+
+def test_collapsing_carries_values_into_unchanged_toast_columns():
+    from ecst.consumer.types import UNCHANGED
+
+    insert = ChangeEvent(op="c", table="users", key={"id": 1}, after={"id": 1, "big": "B", "v": 1},
+                         position=10, topic="t", partition=0, offset=0)
+    update = ChangeEvent(op="u", table="users", key={"id": 1}, after={"id": 1, "big": UNCHANGED, "v": 2},
+                         position=20, topic="t", partition=0, offset=1)
+    for order in ([insert, update], [update, insert]):
+        winner = plan_batch(order)[0].tables["users"].upserts[0]
+        assert (winner.op, winner.after) == ("u", {"id": 1, "big": "B", "v": 2})

@@ -85,3 +85,20 @@ def test_arrays_convert_their_items():
     assert convert([0, 1], dates) == [dt.date(1970, 1, 1), dt.date(1970, 1, 2)]
     ints = Field(name="a", type="array", items=Field(name="", type="int32"))
     assert convert([1, None, 3], ints) == [1, None, 3]
+
+
+def test_decimals_beyond_28_digits_stay_exact():
+    big = "98765432109876543210.0123456789"
+    precise = f("bytes", "org.apache.kafka.connect.data.Decimal", scale="10")
+    assert str(convert(decimal_b64(big, 10), precise)) == big
+    variable = f("struct", "io.debezium.data.VariableScaleDecimal")
+    assert str(convert({"scale": 10, "value": decimal_b64(big, 10)}, variable)) == big
+
+
+def test_json_converter_float_type_names_map_to_float_columns():
+    from sqlalchemy import Float
+
+    from ecst.consumer.types import sql_type
+
+    assert isinstance(sql_type(Field("r", "float")), Float)
+    assert isinstance(sql_type(Field("d", "double")), Float)
