@@ -1,0 +1,200 @@
+"""The consumer as a service on the real stack: kill -9 at random moments, dead-letter topic,
+fail-fast, SIGTERM, and the /healthz, /readyz and /metrics endpoints."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ecst import source
+from ecst.consumer.store import StateStore
+from ecst.exceptions import EventError
+
+
+def consume_process(capture, state_url, *extra, group=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecst", "consume", "--state-url", state_url, "--topic", capture.topic,
+         "--bootstrap-servers", capture.stack.bootstrap, "--group", group or f"svc-{capture.uid}",
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def snapshot_complete(state_url, topic):
+    store = StateStore(state_url)
+    try:
+        snap = store.snapshot_states().get(topic)
+        return snap is not None and snap.state == "complete"
+    finally:
+        store.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(capture, tmp_path):
+    rnd = random.Random(int(os.environ.get("ECST_TEST_SEED", "20261129")))
+    capture.create(rows=20000)
+    capture.apply()
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+
+    # a writer keeps changing users while the consumer is killed again and again
+    stop_writer = threading.Event()
+
+    def writer():
+        conn = capture.stack.producer_conn()
+        seed = 0
+        while not stop_writer.is_set():
+            seed += 1
+            source.write_changes(conn, capture.table, inserts=20, updates=40, deletes=10, seed=seed,
+                                 per_txn=10)
+            time.sleep(0.2)
+        conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    kills = []  # (phase the kill hit, seconds the process had run)
+    try:
+        # Kill until both phases were hit twice. Offsets live in the state database, so each run
+        # may use a fresh group id: it is assigned at once instead of waiting for the killed
+        # member's session to expire, and the kill lands while batches are being applied.
+        while len(kills) < 12 and not (
+            sum(p == "snapshot" for p, _ in kills) >= 2 and sum(p == "streaming" for p, _ in kills) >= 2
+        ):
+            phase = "streaming" if snapshot_complete(state, capture.topic) else "snapshot"
+            proc = consume_process(capture, state, "--batch-size", "500",
+                                   group=f"svc-{capture.uid}-{len(kills)}")
+            after = rnd.uniform(1.0, 3.5) if phase == "snapshot" else rnd.uniform(0.5, 6.0)
+            time.sleep(after)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            assert proc.returncode == -signal.SIGKILL
+            kills.append((phase, round(after, 1)))
+    finally:
+        stop_writer.set()
+        thread.join()
+    print("kills (phase, seconds after start):", kills)
+    assert sum(p == "snapshot" for p, _ in kills) >= 2 and sum(p == "streaming" for p, _ in kills) >= 2
+
+    store = StateStore(state)
+    result = capture.converge(store)
+    store.close()
+    assert result.matches, result.summary()
+
+
+def _send_garbage(capture):
+    producer = KafkaProducer(bootstrap_servers=capture.stack.bootstrap)
+    producer.send(capture.topic, key=b'{"id": 424242}', value=b"this is not JSON", partition=0)
+    # a well-formed change the state store must reject: a text value for a bigint key
+    envelope = {"op": "c", "source": {"table": capture.table, "lsn": 10**12},
+                "after": {"id": "not-a-number", "email": "x"}}
+    producer.send(capture.topic, key=b'{"id": "not-a-number"}', value=json.dumps(envelope).encode(),
+                  partition=0)
+    producer.flush()
+    producer.close()
+
+
+def test_bad_records_go_to_the_dead_letter_topic_and_the_pipeline_goes_on(capture, stack):
+    capture.create(rows=50)
+    capture.apply()
+    url, drop = stack.new_database(f"dlq_{capture.uid}")
+    store = StateStore(url)  # Postgres rejects the text id, so both stages are exercised
+    try:
+        capture.consumer(store).run(until_ready=True)
+        _send_garbage(capture)
+        source.write_changes(capture.conn, capture.table, inserts=5, updates=5, deletes=5, seed=9)
+        dlq = f"dlq-{capture.uid}"
+        deadline = time.monotonic() + 90
+        while True:
+            consumer = capture.consumer(store, dead_letter_topic=dlq)
+            consumer.run(until_caught_up=True)
+            result = capture.compare(store)
+            if result.matches or time.monotonic() > deadline:
+                break
+        assert result.matches, result.summary()
+        assert consumer.stats.dead_lettered >= 1
+
+        reader = KafkaConsumer(bootstrap_servers=stack.bootstrap, consumer_timeout_ms=5000,
+                               auto_offset_reset="earliest")
+        reader.assign([TopicPartition(dlq, 0)])
+        records = list(reader)
+        reader.close()
+        by_stage = {dict(r.headers)["ecst.stage"].decode(): r for r in records}
+        assert set(by_stage) == {"decode", "apply"}
+        decode_rec = by_stage["decode"]
+        headers = {k: v.decode() for k, v in decode_rec.headers}
+        assert decode_rec.value == b"this is not JSON" and decode_rec.key == b'{"id": 424242}'
+        assert headers["ecst.source.topic"] == capture.topic and headers["ecst.source.partition"] == "0"
+        assert int(headers["ecst.source.offset"]) >= 0 and "not JSON" in headers["ecst.error"]
+        assert "rejected by the state store" in dict(by_stage["apply"].headers)["ecst.error"].decode()
+    finally:
+        store.close()
+        drop()
+        from ecst.demo import delete_topics
+
+        delete_topics(stack.bootstrap, [f"dlq-{capture.uid}"])
+
+
+def test_fail_fast_stops_at_the_bad_record_with_its_position(capture, tmp_path):
+    capture.create(rows=20)
+    capture.apply()
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    capture.consumer(store).run(until_ready=True)
+    before = store.stored_offsets()
+    _send_garbage(capture)
+    with pytest.raises(EventError, match=rf"{capture.topic}\[0\]@\d+: record value is not JSON"):
+        capture.consumer(store, fail_fast=True).run(until_caught_up=True)
+    assert store.stored_offsets() == before  # nothing past the good batches
+    store.close()
+
+
+def test_sigterm_finishes_and_endpoints_report_readiness_and_metrics(capture, tmp_path):
+    port = free_port()
+    capture.create(rows=2000)
+    proc = consume_process(capture, f"sqlite:///{tmp_path / 'state.db'}", "--http-port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while get(f"{base}/healthz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get(f"{base}/healthz")[0] == 200
+        assert get(f"{base}/readyz")[0] == 503  # no snapshot applied yet: not ready
+
+        capture.apply()
+        deadline = time.monotonic() + 90
+        while get(f"{base}/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert get(f"{base}/readyz") == (200, "ready\n")
+        status, metrics = get(f"{base}/metrics")
+        assert status == 200
+        assert f'ecst_events_applied_total{{op="r",table="{capture.table}"}} 2000' in metrics
+        assert f'ecst_snapshot_complete{{topic="{capture.topic}"}} 1' in metrics
+        assert "ecst_ready 1" in metrics and "ecst_batch_seconds_count" in metrics
+        assert "ecst_replication_delay_seconds" in metrics and "ecst_partition_lag{" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.startswith("applied ") and "r=2000" in out
