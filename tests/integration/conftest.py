@@ -20,7 +20,7 @@ from ecst import source, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import parse_definition
-from ecst.consumer.config import ConsumerConfig
+from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
 from ecst.demo import delete_topics, topic_for, wait_for_slot_inactive
@@ -76,7 +76,8 @@ class Capture:
 
     def consumer(self, store: StateStore, group: str | None = None, batch_size: int = 1000,
                  **config) -> Consumer:
-        return Consumer(store, [self.topic], bootstrap_servers=self.stack.bootstrap,
+        config.setdefault("topics", (TopicMapping(self.topic),))
+        return Consumer(store, bootstrap_servers=self.stack.bootstrap,
                         group_id=group or f"g-{self.uid}", batch_size=batch_size,
                         config=ConsumerConfig().with_(**config))
 

@@ -55,3 +55,65 @@ def test_consumer_stopped_mid_stream_resumes_without_skipping(capture, tmp_path)
     result = capture.converge(store)
     assert result.matches, result.summary()
     store.close()
+
+
+def test_rebalances_between_two_members_of_a_group_lose_nothing(capture, stack):
+    """A second member joins mid-stream and the first leaves: partitions move between them
+    while both write the same Postgres state store; the state still ends equal to the source."""
+    from ecst.consumer.store import StateStore
+
+    capture.create(rows=2000)
+    capture.apply()
+    url, drop = stack.new_database(f"rb_{capture.uid}")
+    stores = [StateStore(url), StateStore(url)]
+    try:
+        group = f"rb-{capture.uid}"
+        first_stop, second_stop = threading.Event(), threading.Event()
+        first = capture.consumer(stores[0], group=group, batch_size=100)
+        second = capture.consumer(stores[1], group=group, batch_size=100)
+        t1 = threading.Thread(target=first.run, kwargs={"stop": first_stop})
+        t1.start()
+        source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=4)
+        t2 = threading.Thread(target=second.run, kwargs={"stop": second_stop})
+        t2.start()  # joins: the group rebalances
+        source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=5)
+        first_stop.set()  # leaves: its partitions move to the second member
+        t1.join(timeout=60)
+        source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=6)
+        second_stop.set()
+        t2.join(timeout=60)
+        assert not t1.is_alive() and not t2.is_alive()
+        assert first.stats.batches > 0 and second.stats.batches > 0  # both really worked
+        result = capture.converge(stores[1])
+        assert result.matches, result.summary()
+    finally:
+        for s in stores:
+            s.close()
+        drop()
+
+
+def test_a_column_added_in_the_source_reaches_a_mirrored_table_and_is_ignored_by_a_mapping(
+        capture, tmp_path):
+    from ecst.consumer.config import TopicMapping
+    from ecst.consumer.store import StateStore
+
+    capture.create(rows=100)
+    capture.apply()
+    mirror = StateStore(f"sqlite:///{tmp_path / 'mirror.db'}")
+    mapped = StateStore(f"sqlite:///{tmp_path / 'mapped.db'}")
+    mapping = (TopicMapping(capture.topic, table="people", columns={"id": "id", "email": "mail"}),)
+    capture.consumer(mirror).run(until_ready=True)
+    capture.consumer(mapped, topics=mapping).run(until_ready=True)
+
+    # the producer adds a column and writes to it
+    capture.conn.execute(f'ALTER TABLE "{capture.table}" ADD COLUMN nickname text')
+    capture.conn.execute(f"UPDATE \"{capture.table}\" SET nickname = 'n' || id WHERE id <= 10")
+    result = capture.converge(mirror)
+    assert result.matches, result.summary()
+    assert {r["id"]: r["nickname"] for r in mirror.rows(capture.table)}[7] == "n7"
+
+    capture.consumer(mapped, topics=mapping).run(until_caught_up=True)
+    rows = {r["id"]: r for r in mapped.rows("people")}
+    assert set(rows[7]) == {"id", "mail"} and rows[7]["mail"] == "user7@example.com"
+    mirror.close()
+    mapped.close()
