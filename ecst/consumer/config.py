@@ -8,6 +8,7 @@
     topics:
       - topic: producer.public.users
         table: users                # state table (default: the source table's name)
+        tombstones: ignore          # `delete` for flattened topics whose deletes are tombstones
         key: [id]                   # source columns of the state key (default: the record key)
         columns:                    # keep only these, source: state name (default: mirror all)
           id: id
@@ -50,6 +51,7 @@ class TopicMapping:
     table: str | None = None
     key: tuple[str, ...] | None = None
     columns: dict[str, str] | None = None  # source column -> state column; None mirrors all
+    tombstones: str = "ignore"  # "delete": a Kafka tombstone deletes its key (flattened topics)
 
     @property
     def mirrors(self) -> bool:
@@ -204,9 +206,13 @@ def _topic(doc: Any, where: str) -> TopicMapping:
     if isinstance(doc, str):
         return TopicMapping(doc)
     _expect(where, doc, dict, "a topic name or a mapping with topic, table, key, columns")
-    unknown = sorted(set(doc) - {"topic", "table", "key", "columns"})
+    unknown = sorted(set(doc) - {"topic", "table", "key", "columns", "tombstones"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: columns, key, table, topic")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; "
+                          "allowed: columns, key, table, tombstones, topic")
+    tombstones = doc.get("tombstones", "ignore")
+    if tombstones not in ("ignore", "delete"):
+        raise ConfigError(f"{where}.tombstones: expected ignore or delete, got {tombstones!r}")
     topic = _expect(f"{where}.topic", doc.get("topic"), str, "a topic name")
     table = doc.get("table")
     if table is not None:
@@ -227,7 +233,7 @@ def _topic(doc: Any, where: str) -> TopicMapping:
             missing = [k for k in key if k not in columns]
             if missing:
                 raise ConfigError(f"{where}.columns: key column {missing[0]!r} must be kept")
-    return TopicMapping(topic, table, key, columns)
+    return TopicMapping(topic, table, key, columns, tombstones)
 
 
 def load_consumer_config(path: Path | str, environ: Mapping[str, str] | None = None) -> ConsumerConfig:

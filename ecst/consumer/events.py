@@ -37,14 +37,15 @@ class ChangeEvent:
     """One row change: what happened to which key of which source table, and at what position.
 
     `position` is the source LSN of the change (for snapshot rows, the snapshot's LSN); the
-    state store never lets an event overwrite a row holding a newer position.
+    state store never lets an event overwrite a row holding a newer position. It is None only for
+    a delete known from a Kafka tombstone alone (see `tombstone_delete`), ordered by offset.
     """
 
     op: str
     table: str
     key: dict[str, Any]
     after: dict[str, Any] | None
-    position: int
+    position: int | None
     topic: str
     partition: int
     offset: int
@@ -145,12 +146,23 @@ def _key_of(record: Record, placeholder: str) -> tuple[dict[str, Any] | None, tu
     raise EventError(f"record key {key_payload!r} is not a struct")
 
 
+def is_tombstone(record: Record) -> bool:
+    """A null value, or a JSON-converter document whose payload is null (what a transform that
+    turns a delete into a tombstone emits when schemas are enabled)."""
+    if record.value is None:
+        return True
+    try:
+        return _split(json.loads(record.value))[1] is None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEvent | None:
     """Decode one Debezium change record; None for a record with no row change."""
     if record.value is None:
         return None
     value_schema, payload = _split(_loads(record.value, "record value"))
-    if _no_change(value_schema, payload):
+    if payload is None or _no_change(value_schema, payload):
         return None
     if not isinstance(payload, dict):
         raise EventError("record value is not a Debezium change event (not a JSON object)")
@@ -196,6 +208,19 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         fields=fields,
         key_fields=key_fields,
     )
+
+
+def tombstone_delete(record: Record, table: str | None = None) -> ChangeEvent | None:
+    """A Kafka tombstone read as a delete of its key, for flattened topics whose deletes arrive
+    only as tombstones (`delete.tombstone.handling.mode` `tombstone` or `delete-to-tombstone`).
+    It carries no source position: within its partition it follows every earlier change of
+    its key, so it is applied in offset order."""
+    key, key_fields = _key_of(record, DEFAULT_PLACEHOLDER)
+    if not key:
+        return None
+    return ChangeEvent(op="d", table=table or record.topic.rsplit(".", 1)[-1], key=key, after=None,
+                       position=None, topic=record.topic, partition=record.partition,
+                       offset=record.offset, key_fields=key_fields)
 
 
 def _decode_flattened(

@@ -35,7 +35,10 @@ class TableChanges:
         if current is None:
             self.latest[k] = event
             return
-        older, newer = sorted((current, event), key=lambda e: (e.position, e.offset))
+        if current.position is None or event.position is None:
+            older, newer = sorted((current, event), key=lambda e: e.offset)  # same partition
+        else:
+            older, newer = sorted((current, event), key=lambda e: (e.position, e.offset))
         self.latest[k] = _carry_unchanged(older, newer)
 
     @property

@@ -28,7 +28,7 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
 from ecst.consumer.config import ConsumerConfig, TopicMapping, map_event
-from ecst.consumer.events import ChangeEvent, Record, decode
+from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.snapshots import MARKERS, snapshot_transitions
 from ecst.consumer.store import (
@@ -226,10 +226,13 @@ class Consumer:
 
     def _decode(self, m: object) -> _Decoded:
         record = Record(m.topic, m.partition, m.offset, m.key, m.value)
+        mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
         try:
             event = decode(record, self.config.placeholder)
+            if event is None and mapping.tombstones == "delete" and is_tombstone(record):
+                event = tombstone_delete(record, mapping.table)
             if event is not None:
-                event = map_event(event, self.mappings.get(record.topic, TopicMapping(record.topic)))
+                event = map_event(event, mapping)
             return _Decoded(record, event)
         except EventError as exc:
             return _Decoded(record, error=str(exc))

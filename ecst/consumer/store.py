@@ -319,14 +319,16 @@ class StateStore:
             Column(POSITION, BigInteger, nullable=False),
         )
 
-    def load_table(self, name: str) -> Table:
+    def load_table(self, name: str, conn: Connection | None = None) -> Table:
         """A state table with the exact column types it was created with."""
-        with self.engine.connect() as conn:
-            recorded = self._recorded_fields(conn, name)
-            if not recorded:
-                return Table(name, MetaData(), autoload_with=conn)
-            key = set(inspect(conn).get_pk_constraint(name)["constrained_columns"])
-            existing = {c["name"] for c in inspect(conn).get_columns(name)}
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.load_table(name, own)
+        recorded = self._recorded_fields(conn, name)
+        if not recorded:
+            return Table(name, MetaData(), autoload_with=conn)
+        key = set(inspect(conn).get_pk_constraint(name)["constrained_columns"])
+        existing = {c["name"] for c in inspect(conn).get_columns(name)}
         return self._build_table(name, {c: f for c, f in recorded.items() if c in existing}, key)
 
     def _tombstone_positions(
@@ -345,9 +347,15 @@ class StateStore:
     def _apply_table(
         self, conn: Connection, changes: TableChanges, stats: ApplyStats, now: dt.datetime
     ) -> None:
-        table = self._table_for(conn, changes)
-        key_cols = [c.name for c in table.primary_key.columns]
-        upserts = changes.upserts
+        upserts, deletes = changes.upserts, changes.deletes
+        if upserts:
+            table = self._table_for(conn, changes)
+        elif changes.table in self._tables:
+            table = self._tables[changes.table]
+        elif inspect(conn).has_table(changes.table):
+            table = self.load_table(changes.table, conn)
+        else:
+            table = None  # only deletes, for a table never created: nothing to delete
         if upserts:
             tomb = self._tombstone_positions(conn, changes.table, [key_text(e.key) for e in upserts])
             live = []
@@ -356,10 +364,9 @@ class StateStore:
                     stats.stale += 1
                 else:
                     live.append(e)
-            self._upsert(conn, table, live, key_cols, stats)
-        deletes = changes.deletes
+            self._upsert(conn, table, live, [c.name for c in table.primary_key.columns], stats)
         if deletes:
-            self._delete(conn, table, deletes, key_cols, stats, now)
+            self._delete(conn, changes.table, table, deletes, stats, now)
 
     def _upsert(
         self,
@@ -398,30 +405,34 @@ class StateStore:
     def _delete(
         self,
         conn: Connection,
-        table: Table,
+        name: str,
+        table: Table | None,
         events: list[ChangeEvent],
-        key_cols: list[str],
         stats: ApplyStats,
         now: dt.datetime,
     ) -> None:
-        params = [{**{f"k_{c}": e.key[c] for c in key_cols}, "pos": e.position} for e in events]
-        stmt = delete(table).where(
-            and_(*[table.c[c] == bindparam(f"k_{c}") for c in key_cols]),
-            table.c[POSITION] <= bindparam("pos"),
-        )
-        conn.execute(stmt, params)
-        tomb = self._insert(self.deleted)
-        tomb = tomb.on_conflict_do_update(
-            index_elements=["table_name", "key"],
-            set_={POSITION: tomb.excluded[POSITION], "deleted_at": tomb.excluded.deleted_at},
-            where=self.deleted.c[POSITION] <= tomb.excluded[POSITION],
-        )
-        conn.execute(
-            tomb,
-            [{"table_name": table.name, "key": key_text(e.key), POSITION: e.position,
-              "deleted_at": now} for e in events],
-        )
-        stats.by_table_op[("d", table.name)] += len(events)
+        guarded = [e for e in events if e.position is not None]
+        unguarded = [e for e in events if e.position is None]
+        if table is not None:
+            key_cols = [c.name for c in table.primary_key.columns]
+            where_key = and_(*[table.c[c] == bindparam(f"k_{c}") for c in key_cols])
+            if guarded:
+                conn.execute(delete(table).where(where_key, table.c[POSITION] <= bindparam("pos")),
+                             [{**{f"k_{c}": e.key[c] for c in key_cols}, "pos": e.position}
+                              for e in guarded])
+            if unguarded:  # deletes known only from Kafka tombstones: offset order is their order
+                conn.execute(delete(table).where(where_key),
+                             [{f"k_{c}": e.key[c] for c in key_cols} for e in unguarded])
+        if guarded:  # a tombstone record, so that a replayed older create cannot resurrect it
+            tomb = self._insert(self.deleted)
+            tomb = tomb.on_conflict_do_update(
+                index_elements=["table_name", "key"],
+                set_={POSITION: tomb.excluded[POSITION], "deleted_at": tomb.excluded.deleted_at},
+                where=self.deleted.c[POSITION] <= tomb.excluded[POSITION],
+            )
+            conn.execute(tomb, [{"table_name": name, "key": key_text(e.key), POSITION: e.position,
+                                 "deleted_at": now} for e in guarded])
+        stats.by_table_op[("d", name)] += len(events)
 
     def _truncate(self, conn: Connection, event: ChangeEvent, stats: ApplyStats) -> None:
         """TRUNCATE in the source: remove every row not newer than the truncate."""

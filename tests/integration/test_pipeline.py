@@ -2,6 +2,9 @@
 changes, applied to the private state and compared row by row, every column."""
 
 import threading
+import time
+
+import pytest
 
 from ecst import source
 
@@ -117,3 +120,36 @@ def test_a_column_added_in_the_source_reaches_a_mirrored_table_and_is_ignored_by
     assert set(rows[7]) == {"id", "mail"} and rows[7]["mail"] == "user7@example.com"
     mirror.close()
     mapped.close()
+
+
+@pytest.mark.parametrize("deletes", ["rewrite", "tombstone"])
+def test_flattened_events_from_the_extract_new_record_state_smt(capture, tmp_path, deletes):
+    """The connector flattens events itself (ExtractNewRecordState); deletes arrive as rows with
+    __deleted=true (rewrite) or as Kafka tombstones only (tombstone, with `tombstones: delete`)."""
+    from ecst.connectors.definition import parse_definition
+    from ecst.consumer.config import TopicMapping
+    from ecst.consumer.store import StateStore
+
+    capture.doc["config"].update({
+        "transforms": "unwrap",
+        "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+        "transforms.unwrap.delete.tombstone.handling.mode": deletes,
+        "transforms.unwrap.add.fields": "op,lsn,table,source.ts_ms,source.snapshot",
+    })
+    capture.definition = parse_definition(capture.doc, environ={})
+    capture.create(rows=300)
+    capture.apply()
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    topics = (TopicMapping(capture.topic, tombstones="delete" if deletes == "tombstone" else "ignore"),)
+    capture.consumer(store, topics=topics).run(until_ready=True)
+    source.write_changes(capture.conn, capture.table, inserts=30, updates=60, deletes=40, seed=8)
+    deadline = time.monotonic() + 90
+    while True:
+        capture.consumer(store, topics=topics).run(until_caught_up=True)
+        result = capture.compare(store)
+        if result.matches or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert result.matches, result.summary()
+    assert result.state_rows == 300 + 30 - 40
+    store.close()

@@ -56,6 +56,7 @@ def test_key_override_takes_values_from_the_row():
     ({"topics": [{"topic": "t", "key": ["id"], "columns": ["email"]}]}, "key column 'id' must be kept"),
     ({"topics": [{"topic": "t", "colums": ["a"]}]}, r"topics\[0\]: unknown key 'colums'"),
     ({"state": {"url": "${NOPE}"}}, "NOPE is not set"),
+    ({"topics": [{"topic": "t", "tombstones": "yes"}]}, "tombstones: expected ignore or delete"),
 ])
 def test_config_errors_name_the_file_and_key(doc, message):
     with pytest.raises(ConfigError, match=message) as err:

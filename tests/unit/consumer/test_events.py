@@ -140,3 +140,12 @@ def test_composite_struct_keys():
         "payload": {"tenant": "acme", "id": 9}}).encode()
     _, value = envelope("c", 9, 10, after=row(9))
     assert decode(rec(key, value)).key == {"tenant": "acme", "id": 9}
+
+
+def test_tombstones_with_and_without_a_schema_envelope():
+    from ecst.consumer.events import is_tombstone
+
+    assert is_tombstone(rec(b"{}", None))
+    assert is_tombstone(rec(b"{}", b'{"schema": {"type": "struct"}, "payload": null}'))
+    assert decode(rec(b"{}", b'{"schema": {"type": "struct"}, "payload": null}')) is None
+    assert not is_tombstone(rec(b"{}", b'{"op": "c"}')) and not is_tombstone(rec(b"{}", b"garbage"))

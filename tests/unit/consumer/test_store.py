@@ -132,3 +132,23 @@ def test_tombstones_are_purged_after_the_retention(store):
     store.apply([event("c", 1, 100, 0, after=row(1)), event("d", 1, 200, 1)], {(TOPIC, 0): 2})
     assert store.purge_tombstones(dt.datetime(2000, 1, 1)) == 0
     assert store.purge_tombstones(dt.datetime.now() + dt.timedelta(days=1)) == 1
+
+
+def test_a_delete_known_only_from_a_kafka_tombstone_is_applied_in_offset_order(store):
+    from ecst.consumer.events import tombstone_delete
+
+    key, _ = envelope("d", 1, 0)
+    gone = tombstone_delete(Record(TOPIC, 0, 5, key, None), table="users")
+    assert (gone.op, gone.key, gone.position) == ("d", {"id": 1}, None)
+    store.apply([event("c", 1, 100, 4, after=row(1))], {(TOPIC, 0): 5})
+    # in one batch: the tombstone (offset 5), then a re-insert of the key (offset 6)
+    store.apply([gone, event("c", 1, 300, 6, after=row(1, bio="again"))], {(TOPIC, 0): 7})
+    assert by_id(store)[1]["bio"] == "again"
+    store.apply([tombstone_delete(Record(TOPIC, 0, 7, key, None), table="users")], {(TOPIC, 0): 8})
+    assert by_id(store) == {}
+
+
+def test_deletes_for_a_table_never_created_still_leave_tombstones(store):
+    store.apply([event("d", 1, 300, 0)], {(TOPIC, 0): 1})
+    store.apply([event("c", 1, 100, 1, after=row(1))], {(TOPIC, 0): 2})  # an older create, replayed
+    assert by_id(store) == {}
