@@ -21,11 +21,11 @@ demo: venv
 	$(VENV)/bin/ecst demo
 
 test: venv
-	$(VENV)/bin/ruff check ecst tests
+	$(VENV)/bin/ruff check ecst tests benchmarks
 	$(VENV)/bin/pytest
 
 lint: venv
-	$(VENV)/bin/ruff check ecst tests
+	$(VENV)/bin/ruff check ecst tests benchmarks
 
 stack-up: venv
 	$(VENV)/bin/ecst stack up
