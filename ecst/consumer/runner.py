@@ -25,7 +25,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ecst.consumer.config import ConsumerConfig, TopicMapping, map_event
 from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
@@ -42,6 +42,7 @@ from ecst.exceptions import EventError, StackError, StateStoreError
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
+TRANSIENT_RETRIES = 5
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
@@ -56,6 +57,13 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        try:
+            self._seek(assigned)
+        except Exception:
+            log.exception("could not seek to the stored offsets on assignment")
+            raise
+
+    def _seek(self, assigned: list[TopicPartition]) -> None:
         stored = self.store.stored_offsets()
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
@@ -250,7 +258,9 @@ class Consumer:
             if bad:
                 self._dead_letter(bad, stage="decode")
             stats = self._apply_items(consumer, items, good)
-        except (SQLAlchemyError, StateStoreError) as exc:
+        except StateStoreError:
+            raise  # the database itself is unavailable: nothing to dead-letter
+        except SQLAlchemyError as exc:
             if self._stop_on_error():
                 raise EventError(f"batch rejected by the state store: {exc}; the state is "
                                  "unchanged from the last good batch") from exc
@@ -283,7 +293,17 @@ class Consumer:
                      ) -> ApplyStats:
         events = [d.event for d in good if d.event is not None]
         snapshots = self._snapshot_progress(consumer, events)
-        return self.store.apply(events, _next_offsets(items), snapshots)
+        delay = 0.5
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                return self.store.apply(events, _next_offsets(items), snapshots)
+            except OperationalError as exc:  # connection lost, database locked: not the data
+                if attempt == TRANSIENT_RETRIES:
+                    raise StateStoreError(f"state store unavailable: {exc.orig or exc}") from exc
+                log.warning("state store error (%s), retrying in %.1f s", exc.orig or exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
 
     def _apply_one_by_one(self, consumer: KafkaConsumer, items: list[_Decoded]) -> ApplyStats:
         """Slow path after a rejected batch: each record alone; the rejected ones are
@@ -296,7 +316,7 @@ class Consumer:
                 continue
             try:
                 total.merge(self._apply_items(consumer, [d], [d]))
-            except (SQLAlchemyError, StateStoreError) as exc:
+            except SQLAlchemyError as exc:
                 d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
                 self._dead_letter([d], stage="apply")
                 self.store.apply([], offsets)

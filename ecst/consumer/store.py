@@ -276,6 +276,10 @@ class StateStore:
         known = self._tables.get(name)
         if known is not None and set(columns) <= {c.name for c in known.columns}:
             return known
+        if self.dialect == "postgresql":
+            # Several consumers (a group's members) may share this database: one at a time
+            # creates or alters a table. SQLite's BEGIN IMMEDIATE already serialises writers.
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": f"ecst:{name}"})
         insp = inspect(conn)
         existing = {c["name"] for c in insp.get_columns(name)} if insp.has_table(name) else None
         recorded = self._recorded_fields(conn, name)
@@ -297,7 +301,7 @@ class StateStore:
                     log.info("added column %s.%s (%s)", name, c.name, ddl)
         new = [f for c, f in columns.items() if c not in recorded]
         if new:
-            conn.execute(self.columns.insert(), [
+            conn.execute(self._insert(self.columns).on_conflict_do_nothing(), [
                 {"table_name": name, "column_name": f.name, "spec": json.dumps(f.to_schema())}
                 for f in new
             ])

@@ -60,6 +60,15 @@ def test_consumer_stopped_mid_stream_resumes_without_skipping(capture, tmp_path)
     store.close()
 
 
+def write_until(capture, condition, seeds, timeout_s=90):
+    """Small rounds of producer writes until `condition()` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        source.write_changes(capture.conn, capture.table, inserts=10, updates=20, deletes=5, seed=next(seeds))
+        time.sleep(0.5)
+
+
 def test_rebalances_between_two_members_of_a_group_lose_nothing(capture, stack):
     """A second member joins mid-stream and the first leaves: partitions move between them
     while both write the same Postgres state store; the state still ends equal to the source."""
@@ -79,14 +88,17 @@ def test_rebalances_between_two_members_of_a_group_lose_nothing(capture, stack):
         source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=4)
         t2 = threading.Thread(target=second.run, kwargs={"stop": second_stop})
         t2.start()  # joins: the group rebalances
-        source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=5)
+        seed = iter(range(10, 1000))
+        # keep writing until the second member got partitions and applied changes from them
+        write_until(capture, lambda: second.stats.batches > 0, seed)
         first_stop.set()  # leaves: its partitions move to the second member
         t1.join(timeout=60)
-        source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=6)
+        before = second.stats.records
+        write_until(capture, lambda: second.stats.records > before, seed)
         second_stop.set()
         t2.join(timeout=60)
         assert not t1.is_alive() and not t2.is_alive()
-        assert first.stats.batches > 0 and second.stats.batches > 0  # both really worked
+        assert first.stats.batches > 0 and second.stats.batches > 0
         result = capture.converge(stores[1])
         assert result.matches, result.summary()
     finally:
