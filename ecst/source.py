@@ -6,26 +6,27 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from ecst.settings import Settings
 from ecst.stack.postgres import CONNECTOR_ROLE
 
-USERS_DDL = """
-CREATE TABLE {table} (
-    id          bigserial PRIMARY KEY,
-    email       text NOT NULL UNIQUE,
-    full_name   text NOT NULL,
-    country     varchar(2),
-    balance     numeric(12,2) NOT NULL DEFAULT 0,
-    active      boolean NOT NULL DEFAULT true,
-    birth_date  date,
-    last_login  timestamp,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
+PROJECT_DIR = Settings().project_dir
+
+USERS_SQL = "deploy/sql/users.sql"  # shared with docker-compose's init script
+
+
+def users_ddl(project_dir: Path, table: str) -> sql.Composed:
+    """The users table's DDL from deploy/sql/users.sql, for table `table`."""
+    parts = (project_dir / USERS_SQL).read_text().split(':"table"')  # psql's variable
+    pieces: list[sql.Composable] = [sql.SQL(parts[0])]
+    for part in parts[1:]:
+        pieces += [sql.Identifier(table), sql.SQL(part)]
+    return sql.Composed(pieces)
+
 
 SEED = """
 INSERT INTO {table} (email, full_name, country, balance, active, birth_date, last_login, created_at)
@@ -41,12 +42,13 @@ FROM generate_series({start}, {stop}) AS g
 """
 
 
-def create_users_table(conn: psycopg.Connection, table: str, rows: int, *, replace: bool = False) -> None:
+def create_users_table(conn: psycopg.Connection, table: str, rows: int, *, replace: bool = False,
+                       project_dir: Path = PROJECT_DIR) -> None:
     """The producer's table, with `rows` users that exist before any connector."""
     ident = sql.Identifier(table)
     if replace:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident))
-    conn.execute(sql.SQL(USERS_DDL).format(table=ident))
+    conn.execute(users_ddl(project_dir, table))
     if rows:
         conn.execute(sql.SQL(SEED).format(table=ident, start=sql.Literal(1), stop=sql.Literal(rows)))
 

@@ -3,20 +3,10 @@
 # The connector gets a least-privilege role (REPLICATION, SELECT on the captured table), and
 # the table owner creates the publication (the connector has publication.autocreate.mode=disabled).
 set -euo pipefail
-psql -v ON_ERROR_STOP=1 -v pw="$ECST_CONNECTOR_PASSWORD" --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'
+psql() { command psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" "$@"; }
+psql -v table=users -f /ecst-sql/users.sql
+psql -v pw="$ECST_CONNECTOR_PASSWORD" <<'SQL'
 CREATE ROLE ecst_connector WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'pw';
-CREATE TABLE users (
-    id          bigserial PRIMARY KEY,
-    email       text NOT NULL UNIQUE,
-    full_name   text NOT NULL,
-    country     varchar(2),
-    balance     numeric(12,2) NOT NULL DEFAULT 0,
-    active      boolean NOT NULL DEFAULT true,
-    birth_date  date,
-    last_login  timestamp,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
 INSERT INTO users (email, full_name, country, balance, birth_date, last_login)
 SELECT 'user' || g || '@example.com', 'User ' || g, (ARRAY['DE','FR','US','JP','BR'])[1 + g % 5],
        round((random() * 10000)::numeric, 2), date '1960-01-01' + (g * 37 % 15000),

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ecst.exceptions import DefinitionError
 from ecst.settings import MASK
+from ecst.yamlfile import read_yaml
 
 TOP_LEVEL_KEYS = {"name": "the connector's name", "config": "the connector config (a mapping)",
                   "secrets": "a list of extra config keys to mask"}
@@ -124,19 +123,7 @@ def parse_definition(
 def load_definition(path: Path | str, environ: Mapping[str, str] | None = None) -> ConnectorDefinition:
     """Read and validate one connector YAML file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DefinitionError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DefinitionError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise DefinitionError(f"{path}: YAML syntax error at {at}: {problem}") from exc
+    doc = read_yaml(path, DefinitionError)
     return parse_definition(doc, path, environ)
 
 

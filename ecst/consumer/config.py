@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ecst.connectors.definition import interpolate
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.types import DEFAULT_PLACEHOLDER
 from ecst.exceptions import ConfigError
 from ecst.settings import Secret
+from ecst.yamlfile import read_yaml
 
 READINESS = ("snapshot", "caught-up", "always")
 DEFAULT_TOPIC = "producer.public.users"  # what connectors/users.yaml writes
@@ -239,15 +238,5 @@ def _topic(doc: Any, where: str) -> TopicMapping:
 def load_consumer_config(path: Path | str, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
     """Read and validate a consumer YAML file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: YAML syntax error at {at}: "
-                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    doc = read_yaml(path, ConfigError)
     return parse_consumer_config(doc, str(path), environ)

@@ -33,6 +33,10 @@ def test_postgres_runs_with_logical_wal_and_creates_the_connector_role_and_publi
     script = (ROOT / init).read_text()
     assert f"CREATE ROLE {CONNECTOR_ROLE} WITH LOGIN REPLICATION NOSUPERUSER" in script
     assert f"CREATE PUBLICATION {USERS.config['publication.name']} FOR TABLE users" in script
+    # the table is the one the local stack's demo creates, from the same file
+    mounts = dict(v.split(":")[:2] for v in SERVICES["postgres"]["volumes"])
+    sql_dir = next(host for host, inside in mounts.items() if inside == "/ecst-sql")
+    assert "-f /ecst-sql/users.sql" in script and (ROOT / sql_dir / "users.sql").exists()
 
 
 def test_every_worker_side_variable_of_the_connector_yaml_is_set_in_the_connect_service():
