@@ -6,7 +6,8 @@
     │   └── PortInUseError      a port the stack needs is taken by another process
     ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
     ├── ConnectError            the Kafka Connect REST API failed or is unreachable
-    │   └── ConnectorFailedError    a connector or task went FAILED (carries the trace)
+    │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
+    │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
     ├── EventError              a change event cannot be decoded or applied
     └── StateStoreError         the state database cannot be used as a state store
 
@@ -45,6 +46,15 @@ class ConnectorFailedError(ConnectError):
     def __init__(self, message: str, trace: str | None = None) -> None:
         super().__init__(message)
         self.trace = trace
+
+
+class ValidationError(ConnectError):
+    """Kafka Connect rejected a connector config; `errors` maps each config key to its errors."""
+
+    def __init__(self, message: str, errors: dict[str, list[str]]) -> None:
+        lines = [message] + [f"  {key}: {msg}" for key, msgs in sorted(errors.items()) for msg in msgs]
+        super().__init__("\n".join(lines))
+        self.errors = errors
 
 
 class EventError(EcstError):

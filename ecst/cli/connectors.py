@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+import psycopg
 
 from ecst.cli.main import cli
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
-from ecst.connectors.definition import load_definitions
+from ecst.connectors.contexts import resolve
+from ecst.connectors.definition import load_definitions, mask_config
+from ecst.connectors.slots import slot_name, slot_status
+from ecst.exceptions import ConnectError
 from ecst.settings import Settings
 
-connect_url_option = click.option(
-    "--connect-url", envvar="ECST_CONNECT_URL",
-    help="Kafka Connect REST URL. Default: the local stack's (http://127.0.0.1:18083).",
-)
+
+def cluster_options(f: Callable) -> Callable:
+    """--connect-url / --context / --user on every command that talks to Connect."""
+    @click.option("--connect-url", envvar="ECST_CONNECT_URL",
+                  help="Kafka Connect REST URL. Default: the context's, else the local stack's.")
+    @click.option("--context", help="Named cluster from ~/.config/ecst/contexts.yaml (ECST_CONTEXTS).")
+    @click.option("--user", envvar="ECST_CONNECT_USER",
+                  help="Basic-auth user; the password is read from ECST_CONNECT_PASSWORD.")
+    @functools.wraps(f)
+    def wrapper(*args: Any, connect_url: str | None, context: str | None, user: str | None,
+                **kwargs: Any) -> Any:
+        settings: Settings = click.get_current_context().obj
+        ctx = resolve(connect_url, context, settings.effective_connect_url, user)
+        return f(*args, client=ConnectClient(ctx.url, auth=ctx.auth), **kwargs)
+
+    return wrapper
 
 
-def _client(settings: Settings, connect_url: str | None) -> ConnectClient:
-    return ConnectClient(connect_url or settings.effective_connect_url)
+output_option = click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+                             show_default=True, help="Output format.")
+files_option = click.option("-f", "--file", "files", multiple=True, required=True, type=click.Path(),
+                            help="Connector YAML file or folder of them; repeatable.")
+env_option = click.option("--env", "env", help="Merge the overlay env/<ENV>.yaml over the definitions.")
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @cli.group()
@@ -28,104 +55,304 @@ def connectors() -> None:
 
     \b
     Example:
-        ecst connectors apply -f connectors/users.yaml
+        ecst connectors plan -f connectors/ --env prod
+        ecst connectors apply -f connectors/ --env prod
     """
 
 
 @connectors.command("apply")
-@click.option("-f", "--file", "files", multiple=True, required=True, type=click.Path(),
-              help="Connector YAML file or folder of them; repeatable.")
+@files_option
+@env_option
 @click.option("--wait", "wait_s", default=120.0, show_default=True,
               help="Seconds to wait for the connector and its tasks to be RUNNING (0: don't wait).")
-@connect_url_option
-@click.pass_obj
-def apply_cmd(settings: Settings, files: tuple[str, ...], wait_s: float, connect_url: str | None
-              ) -> None:
-    """Create or update connectors, then wait until they run. Prints created/updated/unchanged.
+@click.option("--dry-run", is_flag=True, help="Validate through Connect and show the plan; change nothing.")
+@click.option("--prune", is_flag=True, help="Also delete connectors that no definition names any more.")
+@click.option("--selector", default="*", show_default=True,
+              help="Only prune connectors whose name matches this glob (for shared clusters).")
+@click.option("--yes", is_flag=True, help="Do not ask before pruning.")
+@output_option
+@cluster_options
+def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wait_s: float,
+              dry_run: bool, prune: bool, selector: str, yes: bool, output: str) -> None:
+    """Validate, create or update connectors, and wait until they run: created/updated/unchanged.
 
-    Every file is validated before anything is sent.
+    Every file is checked before anything is sent; Connect's validation errors are listed per key.
+    A connector or task that goes FAILED prints its trace and exits 1.
 
     \b
     Example:
         ecst connectors apply -f connectors/users.yaml
-        ecst connectors apply -f connectors/ --connect-url http://connect:8083
+        ecst connectors apply -f connectors/ --env prod --prune --selector 'users*' --yes
     """
-    defs = load_definitions(list(files))
-    client = _client(settings, connect_url)
+    defs = load_definitions(list(files), env=env)
+    results = []
     for d in defs:
-        change = apply_mod.apply(client, d, wait_s=wait_s)
-        click.echo(f"connector/{change.name} {change.action}")
+        change = apply_mod.apply(client, d, wait_s=wait_s, dry_run=dry_run)
+        suffix = " (dry run)" if dry_run and change.action != "unchanged" else ""
+        results.append({"name": change.name, "action": change.action, "dry_run": dry_run})
+        if output == "text":
+            click.echo(f"connector/{change.name} {change.action}{suffix}")
+    if prune:
+        for name in apply_mod.prunable(client, defs, selector):
+            if dry_run:
+                verb = "deleted (dry run)"
+            elif yes or (sys.stdin.isatty() and click.confirm(f"delete connector {name}?")):
+                client.delete(name)
+                verb = "deleted"
+            else:
+                raise click.ClickException(f"connector {name} would be pruned: confirm, or pass --yes")
+            results.append({"name": name, "action": verb.split()[0], "dry_run": dry_run})
+            if output == "text":
+                click.echo(f"connector/{name} {verb}")
+    if output == "json":
+        _json(results)
 
 
 @connectors.command("plan")
-@click.option("-f", "--file", "files", multiple=True, required=True, type=click.Path(),
-              help="Connector YAML file or folder of them; repeatable.")
-@connect_url_option
-@click.pass_obj
-def plan_cmd(settings: Settings, files: tuple[str, ...], connect_url: str | None) -> None:
+@files_option
+@env_option
+@output_option
+@cluster_options
+def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, output: str) -> None:
     """Show what apply would change, key by key (secrets masked). Exit 2 if changes are pending.
 
     \b
     Example:
-        ecst connectors plan -f connectors/
+        ecst connectors plan -f connectors/ --env prod
     """
-    defs = load_definitions(list(files))
-    client = _client(settings, connect_url)
-    pending = False
+    defs = load_definitions(list(files), env=env)
+    pending, results = False, []
     for d in defs:
         change = apply_mod.plan(client, d)
+        diff = {k: [None if old is None else d.masked({k: old})[k],
+                    None if new is None else d.masked({k: new})[k]]
+                for k, (old, new) in change.diff.items()}
+        results.append({"name": change.name, "action": change.action, "diff": diff})
+        pending = pending or change.action != "unchanged"
+        if output == "json":
+            continue
         action = "no change" if change.action == "unchanged" else change.action
         click.echo(f"connector/{change.name} {action}")
-        for key, (old, new) in change.diff.items():
-            masked_old = d.masked({key: old})[key] if old is not None else None
-            masked_new = d.masked({key: new})[key] if new is not None else None
+        for key, (old, new) in diff.items():
             if old is None:
-                click.echo(f"  + {key}: {masked_new}")
+                click.echo(f"  + {key}: {new}")
             elif new is None:
-                click.echo(f"  - {key}: {masked_old}")
+                click.echo(f"  - {key}: {old}")
             else:
-                click.echo(f"  ~ {key}: {masked_old} -> {masked_new}")
-        pending = pending or change.action != "unchanged"
+                click.echo(f"  ~ {key}: {old} -> {new}")
+    if output == "json":
+        _json(results)
     if pending:
         raise SystemExit(2)
 
 
+@connectors.command("list")
+@output_option
+@cluster_options
+def list_cmd(client: ConnectClient, output: str) -> None:
+    """List the cluster's connectors with their state and their tasks' states.
+
+    \b
+    Example:
+        ecst connectors list -o json
+    """
+    rows = []
+    for name in client.connectors():
+        st = client.status(name) or {}
+        rows.append({"name": name, "state": st.get("connector", {}).get("state", "UNKNOWN"),
+                     "tasks": [t.get("state") for t in st.get("tasks", [])]})
+    if output == "json":
+        _json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<30} {r['state']:<10} tasks: {' '.join(r['tasks']) or '-'}")
+
+
+def _status(client: ConnectClient, name: str) -> dict:
+    status = client.status(name)
+    if status is None:
+        raise ConnectError(f"no connector named {name!r} at {client.url} (see `ecst connectors list`)")
+    return status
+
+
+def _slot(settings: Settings, config: dict[str, str]) -> dict | None:
+    """The connector's replication slot as seen in the producer database, when reachable."""
+    slot = slot_name(config)
+    if slot is None:
+        return None
+    target = _producer_db(settings)
+    if target is None:
+        return {"name": slot, "error": "set ECST_PRODUCER_URL to see the slot"}
+    conninfo, password = target
+    try:
+        s = slot_status(conninfo, slot, password)
+    except psycopg.Error as exc:  # a diagnostic: report it, never fail the command
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"name": slot, "error": f"producer database unreachable: {first}"}
+    return {"name": s.name, "exists": s.exists, "active": s.active,
+            "retained_wal_bytes": s.retained_wal_bytes}
+
+
+def _producer_db(settings: Settings) -> tuple[str, str | None] | None:
+    if settings.producer_url is not None:
+        return settings.producer_url.reveal(), None
+    if (settings.home / "credentials.json").exists():
+        from ecst.stack import LocalStack
+
+        stack = LocalStack(settings)
+        return stack.postgres.conninfo(), stack.postgres.admin_password
+    return None
+
+
 @connectors.command("status")
 @click.argument("name")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
-@connect_url_option
-@click.pass_obj
-def status_cmd(settings: Settings, name: str, output: str, connect_url: str | None) -> None:
-    """Show a connector's state and its tasks' states.
+@output_option
+@cluster_options
+def status_cmd(client: ConnectClient, name: str, output: str) -> None:
+    """Show a connector's and its tasks' states and workers, and its replication slot's retained
+    WAL (for Debezium Postgres connectors, when the producer database is reachable).
 
     \b
     Example:
         ecst connectors status users
     """
-    status = _client(settings, connect_url).status(name)
-    if status is None:
-        raise click.ClickException(f"no connector named {name!r}")
+    status = _status(client, name)
+    slot = _slot(click.get_current_context().obj, client.get_config(name) or {})
     if output == "json":
-        click.echo(json.dumps(status, indent=2))
+        _json({**status, "slot": slot})
         return
     c = status["connector"]
     click.echo(f"connector/{name} {c['state']} on {c.get('worker_id')}")
     for t in status.get("tasks", []):
         click.echo(f"  task {t['id']} {t['state']} on {t.get('worker_id')}")
+    if slot is not None:
+        if "error" in slot:
+            click.echo(f"  slot {slot['name']}: {slot['error']}")
+        elif not slot["exists"]:
+            click.echo(f"  slot {slot['name']}: does not exist")
+        else:
+            click.echo(f"  slot {slot['name']}: {'active' if slot['active'] else 'INACTIVE'}, "
+                       f"retains {slot['retained_wal_bytes']:,} bytes of WAL")
+
+
+@connectors.command("describe")
+@click.argument("name")
+@output_option
+@cluster_options
+def describe_cmd(client: ConnectClient, name: str, output: str) -> None:
+    """Show a connector's config (secrets masked), status and source offsets.
+
+    \b
+    Example:
+        ecst connectors describe users -o json
+    """
+    status = _status(client, name)
+    config = mask_config(client.get_config(name) or {})
+    offsets = client.offsets(name).get("offsets", [])
+    if output == "json":
+        _json({"name": name, "config": config, "status": status, "offsets": offsets})
+        return
+    click.echo(f"Name:    {name}\nState:   {status['connector']['state']}\nType:    {status.get('type')}")
+    click.echo("Tasks:   " + (", ".join(f"{t['id']}={t['state']}" for t in status.get("tasks", [])) or "-"))
+    click.echo("Config:")
+    for k, v in sorted(config.items()):
+        click.echo(f"  {k}: {v}")
+    click.echo("Offsets:")
+    for o in offsets:
+        click.echo(f"  {json.dumps(o.get('partition'))}: {json.dumps(o.get('offset'))}")
+
+
+def _simple(verb: str, doc: str, act: Callable[[ConnectClient, str], Any], done: str) -> None:
+    @connectors.command(verb, help=doc)
+    @click.argument("name")
+    @cluster_options
+    def command(client: ConnectClient, name: str) -> None:
+        _status(client, name)
+        act(client, name)
+        click.echo(f"connector/{name} {done}")
+
+
+_simple("pause", "Pause a connector and its tasks.\n\n\b\nExample:\n    ecst connectors pause users",
+        ConnectClient.pause, "paused")
+_simple("resume", "Resume a paused or stopped connector.\n\n\b\nExample:\n    ecst connectors resume users",
+        ConnectClient.resume, "resumed")
+_simple("stop", "Stop a connector (tasks shut down; config and offsets kept), e.g. before resetting "
+        "its offsets.\n\n\b\nExample:\n    ecst connectors stop users", ConnectClient.stop, "stopped")
+
+
+@connectors.command("restart")
+@click.argument("name")
+@click.option("--failed-only", is_flag=True, help="Restart only the connector or tasks that FAILED.")
+@cluster_options
+def restart_cmd(client: ConnectClient, name: str, failed_only: bool) -> None:
+    """Restart a connector and its tasks.
+
+    \b
+    Example:
+        ecst connectors restart users --failed-only
+    """
+    _status(client, name)
+    client.restart(name, only_failed=failed_only)
+    click.echo(f"connector/{name} restarted{' (failed only)' if failed_only else ''}")
 
 
 @connectors.command("delete")
 @click.argument("name")
-@connect_url_option
-@click.pass_obj
-def delete_cmd(settings: Settings, name: str, connect_url: str | None) -> None:
+@cluster_options
+def delete_cmd(client: ConnectClient, name: str) -> None:
     """Delete a connector (its replication slot stays in the database).
 
     \b
     Example:
         ecst connectors delete users
     """
-    existed = _client(settings, connect_url).delete(name)
-    click.echo(f"connector/{name} {'deleted' if existed else 'not found'}")
-    if not existed:
-        raise SystemExit(1)
+    if not client.delete(name):
+        raise ConnectError(f"no connector named {name!r} at {client.url}")
+    click.echo(f"connector/{name} deleted")
+
+
+@connectors.group("offsets")
+def offsets_group() -> None:
+    """Read or reset a connector's source offsets (KIP-875; reset needs the connector STOPPED).
+
+    \b
+    Example:
+        ecst connectors stop users && ecst connectors offsets reset users
+    """
+
+
+@offsets_group.command("get")
+@click.argument("name")
+@output_option
+@cluster_options
+def offsets_get(client: ConnectClient, name: str, output: str) -> None:
+    """Show a connector's source offsets.
+
+    \b
+    Example:
+        ecst connectors offsets get users -o json
+    """
+    offsets = client.offsets(name).get("offsets", [])
+    if output == "json":
+        _json(offsets)
+        return
+    for o in offsets:
+        click.echo(f"{json.dumps(o.get('partition'))}: {json.dumps(o.get('offset'))}")
+
+
+@offsets_group.command("reset")
+@click.argument("name")
+@cluster_options
+def offsets_reset(client: ConnectClient, name: str) -> None:
+    """Forget a stopped connector's offsets: on resume it starts over (e.g. snapshots again).
+
+    \b
+    Example:
+        ecst connectors offsets reset users
+    """
+    state = _status(client, name)["connector"]["state"]
+    if state != "STOPPED":
+        raise ConnectError(f"connector {name} is {state}: stop it first (`ecst connectors stop {name}`)")
+    client.reset_offsets(name)
+    click.echo(f"connector/{name} offsets reset")
+

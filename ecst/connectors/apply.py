@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import dataclass, field
 
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition
-from ecst.exceptions import ConnectError, ConnectorFailedError
+from ecst.exceptions import ConnectError, ConnectorFailedError, ValidationError
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 
@@ -37,14 +38,35 @@ def plan(client: ConnectClient, definition: ConnectorDefinition) -> Change:
     return Change(definition.name, UPDATED if diff else UNCHANGED, diff)
 
 
-def apply(client: ConnectClient, definition: ConnectorDefinition, *, wait_s: float = 120.0) -> Change:
-    """Idempotent `PUT /connectors/{name}/config`, then wait until connector and tasks run."""
+def validate(client: ConnectClient, definition: ConnectorDefinition) -> None:
+    """Raise ValidationError, with Connect's errors per key, if the config is rejected."""
+    errors = client.validate(definition.config["connector.class"],
+                             {**definition.config, "name": definition.name})
+    if errors:
+        where = f" ({definition.source})" if definition.source else ""
+        raise ValidationError(f"connector {definition.name}{where} is invalid; nothing was changed:",
+                              errors)
+
+
+def apply(client: ConnectClient, definition: ConnectorDefinition, *, wait_s: float = 120.0,
+          dry_run: bool = False) -> Change:
+    """Validate, then idempotent `PUT /connectors/{name}/config`, then wait until the connector
+    and its tasks run. With `dry_run`, validate and plan only."""
     change = plan(client, definition)
     if change.action != UNCHANGED:
-        client.put_config(definition.name, definition.config)
-    if wait_s > 0:
+        validate(client, definition)
+        if not dry_run:
+            client.put_config(definition.name, definition.config)
+    if wait_s > 0 and not dry_run:
         wait_running(client, definition.name, timeout_s=wait_s)
     return change
+
+
+def prunable(client: ConnectClient, definitions: list[ConnectorDefinition],
+             selector: str = "*") -> list[str]:
+    """Connectors in the cluster, matching the `selector` glob, that no definition names."""
+    wanted = {d.name for d in definitions}
+    return [n for n in client.connectors() if n not in wanted and fnmatch.fnmatchcase(n, selector)]
 
 
 def wait_running(client: ConnectClient, name: str, *, timeout_s: float = 120.0) -> dict:

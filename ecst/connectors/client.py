@@ -93,6 +93,17 @@ class ConnectClient:
         """Delete a connector; False if it did not exist."""
         return self.request("DELETE", f"/connectors/{name}", ok_404=True) is not NOT_FOUND
 
+    def pause(self, name: str) -> None:
+        self.request("PUT", f"/connectors/{name}/pause")
+
+    def resume(self, name: str) -> None:
+        self.request("PUT", f"/connectors/{name}/resume")
+
+    def restart(self, name: str, *, only_failed: bool = False) -> Any:
+        """Restart the connector and its tasks (KIP-745), or only the failed ones."""
+        flags = f"includeTasks=true&onlyFailed={'true' if only_failed else 'false'}"
+        return self.request("POST", f"/connectors/{name}/restart?{flags}")
+
     def stop(self, name: str) -> None:
         """Stop a connector (KIP-875): tasks shut down, config and offsets kept."""
         self.request("PUT", f"/connectors/{name}/stop")
@@ -104,7 +115,14 @@ class ConnectClient:
         """Forget a stopped connector's source offsets, so it starts over (snapshots again)."""
         self.request("DELETE", f"/connectors/{name}/offsets")
 
-    def validate(self, connector_class: str, config: dict[str, str]) -> dict[str, Any]:
+    def validate(self, connector_class: str, config: dict[str, str]) -> dict[str, list[str]]:
+        """Connect's per-key errors for a config (empty when it is valid)."""
         plugin = connector_class.rsplit(".", 1)[-1]
-        return self.request("PUT", f"/connector-plugins/{plugin}/config/validate",
-                            json={"connector.class": connector_class, **config})
+        answer = self.request("PUT", f"/connector-plugins/{plugin}/config/validate",
+                              json={"connector.class": connector_class, **config})
+        errors: dict[str, list[str]] = {}
+        for entry in answer.get("configs", []):
+            value = entry.get("value") or {}
+            if value.get("errors"):
+                errors[value.get("name", "?")] = list(value["errors"])
+        return errors

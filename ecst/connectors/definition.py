@@ -10,6 +10,15 @@
 `${VAR}` and `${VAR:-default}` are replaced from the environment when the file is loaded.
 Kafka Connect config-provider references such as `${env:VAR}` or `${file:path:key}` are left
 untouched for the worker to resolve.
+
+Per-environment overlays live beside the definitions, in `env/<name>.yaml`, keyed by connector
+name; `--env prod` merges `connectors/env/prod.yaml` over the base files (a null value removes
+a key):
+
+    users:
+      config:
+        heartbeat.interval.ms: 5000
+        snapshot.mode: null
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ TOP_LEVEL_KEYS = {"name": "the connector's name", "config": "the connector confi
 REQUIRED_CONFIG = ("connector.class",)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+_PROVIDER_ONLY = re.compile(r"\$\{[a-z]+:[^}]*\}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,16 @@ class ConnectorDefinition:
 
     def masked(self, config: Mapping[str, str] | None = None) -> dict[str, str]:
         """The config (or another one of this connector) with every secret value masked."""
-        return {k: (MASK if self.is_secret(k) else v) for k, v in (config or self.config).items()}
+        return mask_config(config or self.config, self.extra_secrets)
+
+
+def mask_config(config: Mapping[str, str], extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """A config with the value of every secret-looking key (password, secret, token) masked;
+    config-provider references (`${env:…}`) are not secrets and stay readable."""
+    def secret(k: str, v: str) -> bool:
+        return (k in extra or bool(_SECRET_KEY.search(k))) and not _PROVIDER_ONLY.fullmatch(v or "")
+
+    return {k: (MASK if secret(k, v) else v) for k, v in config.items()}
 
 
 def _where(path: Path | None) -> str:
@@ -120,26 +139,64 @@ def parse_definition(
     return ConnectorDefinition(name=name, config=out, source=source, extra_secrets=frozenset(extra))
 
 
-def load_definition(path: Path | str, environ: Mapping[str, str] | None = None) -> ConnectorDefinition:
-    """Read and validate one connector YAML file."""
+def load_definition(path: Path | str, environ: Mapping[str, str] | None = None,
+                    overlay: Mapping[str, Any] | None = None) -> ConnectorDefinition:
+    """Read and validate one connector YAML file, with an environment overlay merged over it."""
     path = Path(path)
     doc = read_yaml(path, DefinitionError)
+    if overlay is not None and isinstance(doc, dict) and doc.get("name") in overlay:
+        doc = _merge(doc, overlay[doc["name"]])
     return parse_definition(doc, path, environ)
 
 
-def load_definitions(paths: list[Path | str], environ: Mapping[str, str] | None = None
-                     ) -> list[ConnectorDefinition]:
-    """Load files and folders (every *.yaml / *.yml directly inside); names must be unique."""
-    files: list[Path] = []
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_overlay(folder: Path, env: str) -> dict[str, Any]:
+    """`<folder>/env/<env>.yaml`: connector name -> {config: {...}} merged over the base."""
+    path = folder / "env" / f"{env}.yaml"
+    if not path.exists():
+        raise DefinitionError(f"{path}: no overlay for environment {env!r} (create it, or drop --env)")
+    doc = read_yaml(path, DefinitionError) or {}
+    if not isinstance(doc, dict):
+        raise DefinitionError(f"{path}: expected a mapping of connector name to overrides")
+    for name, over in doc.items():
+        if not isinstance(over, dict) or set(over) - {"config", "secrets"}:
+            raise DefinitionError(f"{path}: {name}: expected a mapping with config (and secrets)")
+        if "config" in over and not isinstance(over["config"], dict):
+            raise DefinitionError(f"{path}: {name}.config: expected a mapping of config keys")
+    return doc
+
+
+def load_definitions(paths: list[Path | str], environ: Mapping[str, str] | None = None,
+                     env: str | None = None) -> list[ConnectorDefinition]:
+    """Load files and folders (every *.yaml / *.yml directly inside); names must be unique.
+    With `env`, the overlay `env/<env>.yaml` of each folder is merged over its definitions."""
+    files: list[tuple[Path, Path]] = []  # (file, folder holding its overlays)
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file())
+            files += [(x, p) for x in sorted(p.iterdir()) if x.suffix in (".yaml", ".yml") and x.is_file()]
         else:
-            files.append(p)
-    defs = [load_definition(f, environ) for f in files]
+            files.append((p, p.parent))
+    overlays = {folder: load_overlay(folder, env) for _, folder in files} if env else {}
+    defs = [load_definition(f, environ, overlays.get(folder)) for f, folder in files]
     seen: dict[str, Path | None] = {}
     for d in defs:
         if d.name in seen:
             raise DefinitionError(f"{d.source}: connector name {d.name!r} is also used by {seen[d.name]}")
         seen[d.name] = d.source
+    for folder, overlay in overlays.items():
+        unknown = sorted(set(overlay) - {d.name for d in defs})
+        if unknown:
+            raise DefinitionError(f"{folder / 'env' / f'{env}.yaml'}: no connector named {unknown[0]!r} "
+                                  f"in {folder}")
     return defs
