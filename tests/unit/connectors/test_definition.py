@@ -100,3 +100,35 @@ def test_diff_ignores_the_name_connect_adds():
     current = {"name": "c", "a": "1", "b": "2"}
     assert diff_configs(current, {"a": "1", "b": "2"}) == {}
     assert diff_configs(current, {"a": "1", "b": "3", "c": "4"}) == {"b": ("2", "3"), "c": (None, "4")}
+
+
+def test_environment_overlay_is_merged_over_the_base_and_null_removes_a_key(tmp_path):
+    write(tmp_path, "name: users\nconfig: {connector.class: X, a: '1', b: '2', c: '3'}\n", "users.yaml")
+    (tmp_path / "env").mkdir()
+    write(tmp_path / "env", "users:\n  config: {a: '10', c: null, d: 4}\n", "prod.yaml")
+    [d] = load_definitions([tmp_path], environ={}, env="prod")
+    assert d.config == {"connector.class": "X", "a": "10", "b": "2", "d": "4"}
+    [base] = load_definitions([tmp_path / "users.yaml"], environ={})
+    assert base.config["a"] == "1"
+
+
+def test_overlay_errors_name_the_file(tmp_path):
+    write(tmp_path, "name: users\nconfig: {connector.class: X}\n", "users.yaml")
+    with pytest.raises(DefinitionError, match=r"env/staging\.yaml: no overlay for environment 'staging'"):
+        load_definitions([tmp_path], environ={}, env="staging")
+    (tmp_path / "env").mkdir()
+    write(tmp_path / "env", "orders:\n  config: {a: 1}\n", "prod.yaml")
+    with pytest.raises(DefinitionError, match=r"prod\.yaml: no connector named 'orders'"):
+        load_definitions([tmp_path], environ={}, env="prod")
+
+
+def test_the_repository_prod_overlay_applies():
+    [d] = load_definitions([ROOT / "connectors"], environ={}, env="prod")
+    assert d.config["topic.creation.default.replication.factor"] == "3"
+
+
+def test_provider_references_are_not_masked_but_literal_secrets_are():
+    from ecst.connectors.definition import mask_config
+
+    masked = mask_config({"database.password": "${env:PW}", "sasl.secret": "s3cr3t", "x": "y"})
+    assert masked == {"database.password": "${env:PW}", "sasl.secret": "***", "x": "y"}
