@@ -6,6 +6,7 @@ Secrets are `Secret` values, which never print their content; URLs print with th
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
 
 
+_KNOWN_SECRETS: set[str] = set()  # every Secret's value, for the log filter
+
+
 class Secret:
     """A value that prints as `***`; call `reveal()` where the real value is needed."""
 
@@ -26,6 +30,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         """The secret itself: pass it to a driver, never to a printer or logger."""
@@ -42,6 +47,41 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def register_secret(value: str) -> None:
+    """Make `redact` (and so every log line and error message) mask this value."""
+    for part in _secret_parts(value):
+        _KNOWN_SECRETS.add(part)
+
+
+def _secret_parts(value: str) -> list[str]:
+    """The value itself, or for a URL its password: long enough not to mask innocent words."""
+    m = _URL_PASSWORD.search(value)
+    parts = [m["pw"]] if m else [value]
+    return [p for p in parts if len(p) >= 6]
+
+
+def redact(text: str) -> str:
+    """`text` with URL passwords and every known Secret value replaced by `***`."""
+    text = mask_url(text)
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that applies `redact` to every record, whatever logger made it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def mask_url(url: str) -> str:

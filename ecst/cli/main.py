@@ -9,7 +9,7 @@ import click
 
 from ecst import __version__
 from ecst.exceptions import ConnectorFailedError, EcstError
-from ecst.settings import Settings
+from ecst.settings import RedactingFilter, Settings, redact
 
 
 class EcstGroup(click.Group):
@@ -19,12 +19,12 @@ class EcstGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConnectorFailedError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(redact(f"Error: {exc}"), err=True)
             if exc.trace:
-                click.echo("\n".join(exc.trace.strip().splitlines()[:25]), err=True)
+                click.echo(redact("\n".join(exc.trace.strip().splitlines()[:25])), err=True)
             sys.exit(1)
         except EcstError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(redact(f"Error: {exc}"), err=True)
             sys.exit(1)
 
 
@@ -33,6 +33,8 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for handler in logging.getLogger().handlers:  # no secret reaches a log line
+        handler.addFilter(RedactingFilter())
     # kafka-python logs every refused connection at ERROR; ecst reports what matters itself.
     logging.getLogger("kafka").setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
     logging.getLogger("ecst").setLevel(level if verbose else logging.WARNING)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecst.settings import Secret, Settings
+from ecst.settings import Secret, Settings, register_secret
 from ecst.stack import jars, process
 from ecst.stack.kafka import ConnectWorker, KafkaBroker, java
 from ecst.stack.postgres import ADMIN_USER, CONNECTOR_ROLE, PRODUCER_DB, PostgresCluster
@@ -38,6 +38,8 @@ class LocalStack:
         self.home = settings.home
         self.jars_dir = self.home / "jars"
         creds = self._credentials()
+        for value in creds.values():
+            register_secret(value)
         self.postgres = PostgresCluster(
             self.home, settings.pg_port, creds["admin_password"], creds["connector_password"]
         )

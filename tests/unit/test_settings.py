@@ -28,3 +28,24 @@ def test_environment_then_overrides():
 def test_bad_integer_names_the_variable():
     with pytest.raises(ConfigError, match="ECST_PG_PORT='x'"):
         Settings.from_env({"ECST_PG_PORT": "x"})
+
+
+def test_logs_never_carry_a_secret(caplog):
+    import logging
+
+    from ecst.settings import RedactingFilter
+
+    Secret("sup3r-s3cret-value")
+    Secret("postgresql://svc:db-pass-123@db:5432/app")
+    logger = logging.getLogger("ecst.test.redaction")
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="ecst.test.redaction"):
+        logger.info("connecting with %s to %s", "sup3r-s3cret-value", "postgresql://svc:db-pass-123@db/app")
+        logger.info("plain url postgresql://u:another-pw@h/db")
+        try:
+            raise RuntimeError("failed: password db-pass-123 rejected")
+        except RuntimeError:
+            logger.exception("boom")
+    text = caplog.text
+    assert "sup3r-s3cret-value" not in text and "db-pass-123" not in text and "another-pw" not in text
+    assert "connecting with *** to postgresql://svc:***@db/app" in text
