@@ -146,6 +146,27 @@ def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, out
         raise SystemExit(2)
 
 
+@connectors.command("render")
+@files_option
+@env_option
+@click.option("--format", "fmt", type=click.Choice(["strimzi"]), default="strimzi", show_default=True,
+              help="Target format.")
+@click.option("--cluster", default="ecst-connect", show_default=True,
+              help="Name of the Strimzi KafkaConnect the connectors run on (strimzi.io/cluster).")
+@click.option("--namespace", help="Kubernetes namespace to put in the resources.")
+def render_cmd(files: tuple[str, ...], env: str | None, fmt: str, cluster: str,
+               namespace: str | None) -> None:
+    """Render the definitions as Kubernetes resources (Strimzi KafkaConnector), to stdout.
+
+    \b
+    Example:
+        ecst connectors render -f connectors/ --env prod --cluster ecst-connect | kubectl apply -f -
+    """
+    from ecst.connectors.strimzi import render
+
+    click.echo(render(load_definitions(list(files), env=env), cluster, namespace), nl=False)
+
+
 @connectors.command("list")
 @output_option
 @cluster_options
