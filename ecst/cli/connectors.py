@@ -16,6 +16,7 @@ from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.contexts import resolve
 from ecst.connectors.definition import load_definitions, mask_config
+from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.slots import slot_name, slot_status
 from ecst.exceptions import ConnectError
 from ecst.settings import Settings
@@ -165,6 +166,56 @@ def render_cmd(files: tuple[str, ...], env: str | None, fmt: str, cluster: str,
     from ecst.connectors.strimzi import render
 
     click.echo(render(load_definitions(list(files), env=env), cluster, namespace), nl=False)
+
+
+@connectors.command("doctor")
+@files_option
+@env_option
+@click.option("--producer-url", envvar="ECST_PRODUCER_URL",
+              help="The producer database (postgresql://…). Default: the local stack's.")
+@click.option("--role", help="The connector's database role, when database.user is a worker reference.")
+@click.option("--max-retained-wal", default=DEFAULT_MAX_RETAINED_WAL, show_default=True,
+              help="Bytes of WAL a slot may retain before it is reported.")
+@output_option
+def doctor_cmd(files: tuple[str, ...], env: str | None, producer_url: str | None, role: str | None,
+               max_retained_wal: int, output: str) -> None:
+    """Check the producer database for what each Debezium Postgres connector needs; exit 1 on a failure.
+
+    Read-only. Every finding says how to fix it.
+
+    \b
+    Example:
+        ecst connectors doctor -f connectors/users.yaml --role ecst_connector
+    """
+    settings: Settings = click.get_current_context().obj
+    if producer_url:
+        target: tuple[str, str | None] | None = (producer_url, None)
+    else:
+        target = _producer_db(settings)
+    if target is None:
+        raise ConnectError("doctor needs the producer database: pass --producer-url or set ECST_PRODUCER_URL")
+    failed, report = False, []
+    for d in load_definitions(list(files), env=env):
+        if slot_name(d.config) is None:
+            continue
+        try:
+            with psycopg.connect(target[0], password=target[1], connect_timeout=5) as conn:
+                findings = diagnose(conn, d, role=role, max_retained_wal=max_retained_wal)
+        except psycopg.OperationalError as exc:
+            raise ConnectError(f"cannot reach the producer database: {str(exc).strip().splitlines()[0]}") \
+                from exc
+        failed = failed or any(f.status == FAIL for f in findings)
+        report.append({"connector": d.name, "findings": [f.as_dict() for f in findings]})
+        if output == "text":
+            click.echo(f"connector/{d.name}")
+            for f in findings:
+                click.echo(f"  {f.status.upper():<4} {f.check}: {f.message}")
+                if f.fix and f.status != "ok":
+                    click.echo(f"       fix: {f.fix}")
+    if output == "json":
+        _json(report)
+    if failed:
+        raise SystemExit(1)
 
 
 @connectors.command("list")

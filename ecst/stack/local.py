@@ -103,6 +103,7 @@ class LocalStack:
             "PGPASSFILE": str(self.pgpass_file),
             "ECST_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
             "ECST_CONNECT_URL": self.connect.url,
+            "ECST_CONNECTOR_USER": CONNECTOR_ROLE,  # what ${env:ECST_CONNECTOR_USER} means
         }
         return [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
 

@@ -1,0 +1,197 @@
+"""`ecst connectors doctor`: does the producer database give a Debezium Postgres connector what
+it needs, and is replication hurting it? Every check says how to fix what it finds.
+
+Checks: wal_level, replication slot and WAL sender headroom, the connector role (REPLICATION,
+not a superuser, SELECT on each captured table), the publication (exactly the captured tables),
+primary keys, REPLICA IDENTITY (warns when DEFAULT meets TOAST-able columns), heartbeats, and the
+WAL every slot retains (an inactive slot is the classic way CDC fills a producer's disk).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+
+import psycopg
+
+from ecst.connectors.definition import ConnectorDefinition
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+DEFAULT_MAX_RETAINED_WAL = 1 << 30  # 1 GiB
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check."""
+
+    check: str
+    status: str
+    message: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _captured_tables(conn: psycopg.Connection, config: dict[str, str]) -> list[tuple[str, str]]:
+    """(schema, table) pairs matched by table.include.list (Debezium treats entries as regexes)."""
+    patterns = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    ).fetchall()
+    return sorted((s, t) for s, t in rows if any(re.fullmatch(p, f"{s}.{t}") for p in patterns))
+
+
+def _role(config: dict[str, str], role: str | None) -> str | None:
+    if role:
+        return role
+    user = config.get("database.user", "")
+    m = re.fullmatch(r"\$\{env:(\w+)\}", user)
+    if m:
+        return os.environ.get(m.group(1))
+    return user or None
+
+
+def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role: str | None = None,
+             max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL) -> list[Finding]:
+    """Run every check against the producer database `conn` (read-only)."""
+    config = definition.config
+    out: list[Finding] = []
+
+    def setting(name: str) -> str:
+        return conn.execute(f"SHOW {name}").fetchone()[0]
+
+    wal_level = setting("wal_level")
+    out.append(Finding("wal_level", OK, "wal_level is logical") if wal_level == "logical" else Finding(
+        "wal_level", FAIL, f"wal_level is {wal_level}: logical decoding is off",
+        "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"))
+
+    slot = config.get("slot.name", "debezium")
+    max_slots = int(setting("max_replication_slots"))
+    used_slots = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0]
+    ours = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    free = max_slots - used_slots
+    if free <= 0 and not ours:
+        out.append(Finding("replication_slots", FAIL, f"all {max_slots} replication slots are in use",
+                           "raise max_replication_slots (restart) or drop unused slots"))
+    else:
+        out.append(Finding("replication_slots", WARN if free < 2 else OK,
+                           f"{used_slots} of max_replication_slots={max_slots} in use",
+                           "raise max_replication_slots (restart)" if free < 2 else None))
+    max_senders = int(setting("max_wal_senders"))
+    senders = conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0]
+    out.append(Finding("wal_senders", WARN if max_senders - senders < 2 else OK,
+                       f"{senders} of max_wal_senders={max_senders} in use",
+                       "raise max_wal_senders (restart)" if max_senders - senders < 2 else None))
+
+    tables = _captured_tables(conn, config)
+    names = [f"{s}.{t}" for s, t in tables]
+    if not tables:
+        out.append(Finding("tables", FAIL, f"table.include.list {config.get('table.include.list')!r} "
+                           "matches no table in this database", "check the list, or the database"))
+
+    rolname = _role(config, role)
+    if rolname is None:
+        out.append(Finding("role", WARN, "cannot tell the connector's role (database.user is a worker "
+                           "reference)", "pass --role, or export the variable it names"))
+    else:
+        r = conn.execute("SELECT rolsuper, rolreplication, rolcanlogin FROM pg_roles WHERE rolname = %s",
+                         (rolname,)).fetchone()
+        if r is None:
+            out.append(Finding("role", FAIL, f"role {rolname} does not exist",
+                               f"CREATE ROLE {rolname} WITH LOGIN REPLICATION PASSWORD '…'"))
+        else:
+            superuser, replication, login = r
+            if superuser:
+                out.append(Finding("role", FAIL, f"role {rolname} is a superuser: the connector needs only "
+                                   "REPLICATION and SELECT",
+                                   f"use a dedicated role: CREATE ROLE cdc LOGIN REPLICATION; "
+                                   f"GRANT SELECT ON {', '.join(names) or '<tables>'} TO cdc"))
+            elif not replication or not login:
+                out.append(Finding("role", FAIL, f"role {rolname} lacks "
+                                   f"{'REPLICATION' if not replication else 'LOGIN'}",
+                                   f"ALTER ROLE {rolname} WITH LOGIN REPLICATION"))
+            else:
+                out.append(Finding("role", OK,
+                                   f"role {rolname} has LOGIN REPLICATION and is not a superuser"))
+            missing = [n for n in names if not conn.execute(
+                "SELECT has_table_privilege(%s, %s, 'SELECT')", (rolname, n)).fetchone()[0]]
+            if missing:
+                out.append(Finding("select", FAIL, f"role {rolname} cannot SELECT {', '.join(missing)}",
+                                   f"GRANT SELECT ON {', '.join(missing)} TO {rolname}"))
+            elif names:
+                out.append(Finding("select", OK, f"role {rolname} can SELECT every captured table"))
+
+    pub = config.get("publication.name", "dbz_publication")
+    autocreate = config.get("publication.autocreate.mode", "all_tables")
+    p = conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (pub,)).fetchone()
+    if p is None:
+        status = FAIL if autocreate == "disabled" else WARN
+        out.append(Finding("publication", status, f"publication {pub} does not exist"
+                           + ("" if status == FAIL else f" (the connector will create it: {autocreate}, "
+                              "which needs table ownership)"),
+                           f"as the tables' owner: CREATE PUBLICATION {pub} FOR TABLE {', '.join(names)}"))
+    elif p[0]:
+        out.append(Finding("publication", WARN, f"publication {pub} publishes ALL tables",
+                           f"CREATE PUBLICATION … FOR TABLE {', '.join(names)} and use it instead"))
+    else:
+        published = sorted(f"{s}.{t}" for s, t in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (pub,)))
+        extra, lacking = sorted(set(published) - set(names)), sorted(set(names) - set(published))
+        if extra or lacking:
+            fixes = ([f"ALTER PUBLICATION {pub} ADD TABLE {', '.join(lacking)}"] if lacking else []) + \
+                    ([f"ALTER PUBLICATION {pub} DROP TABLE {', '.join(extra)}"] if extra else [])
+            out.append(Finding("publication", FAIL, f"publication {pub} differs from the captured tables: "
+                               f"missing {lacking or 'none'}, extra {extra or 'none'}", "; ".join(fixes)))
+        else:
+            out.append(Finding("publication", OK, f"publication {pub} covers exactly {', '.join(names)}"))
+
+    key_columns = config.get("message.key.columns", "")
+    for schema, table in tables:
+        name = f"{schema}.{table}"
+        info = conn.execute(
+            """SELECT c.relreplident,
+                      EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                      EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                              AND NOT a.attisdropped AND a.attlen = -1 AND a.attstorage IN ('x', 'e'))
+               FROM pg_class c WHERE c.oid = %s::regclass""", (name,)).fetchone()
+        replident, has_pk, toastable = info
+        if not has_pk and name not in key_columns:
+            out.append(Finding("primary_key", FAIL, f"{name} has no primary key: change events have no key",
+                               f"ALTER TABLE {name} ADD PRIMARY KEY (…), or set message.key.columns"))
+        else:
+            out.append(Finding("primary_key", OK, f"{name} has a key"))
+        if replident == "n":
+            out.append(Finding("replica_identity", FAIL, f"{name} has REPLICA IDENTITY NOTHING: updates and "
+                               "deletes carry no key", f"ALTER TABLE {name} REPLICA IDENTITY DEFAULT"))
+        elif replident == "d" and toastable:
+            out.append(Finding("replica_identity", WARN, f"{name} has REPLICA IDENTITY DEFAULT and "
+                               "TOAST-able columns: updates that leave a large value untouched carry "
+                               "Debezium's unchanged-value placeholder (ecst keeps the stored value)",
+                               f"ALTER TABLE {name} REPLICA IDENTITY FULL, if other consumers need them"))
+        else:
+            out.append(Finding("replica_identity", OK, f"{name} replica identity is fine"))
+
+    heartbeat = int(config.get("heartbeat.interval.ms", "0") or 0)
+    out.append(Finding("heartbeat", OK, f"heartbeats every {heartbeat} ms") if heartbeat > 0 else Finding(
+        "heartbeat", WARN, "heartbeats are off: an idle captured table on a busy database pins WAL",
+        "set heartbeat.interval.ms (e.g. 10000), and heartbeat.action.query where the tables stay idle"))
+
+    for name, active, retained in conn.execute(
+            "SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots ORDER BY slot_name"):
+        retained = retained or 0
+        if retained <= max_retained_wal:
+            out.append(Finding("slot_wal", OK, f"slot {name} ({'active' if active else 'inactive'}) "
+                               f"retains {retained:,} bytes of WAL"))
+        else:
+            out.append(Finding("slot_wal", FAIL if not active else WARN,
+                               f"slot {name} is {'active' if active else 'INACTIVE'} and retains "
+                               f"{retained:,} bytes of WAL (threshold {max_retained_wal:,})",
+                               f"start its consumer, or SELECT pg_drop_replication_slot('{name}') if it is "
+                               "abandoned" if not active else
+                               "check the connector's lag; set heartbeat.action.query if its tables "
+                               "are idle"))
+    return out

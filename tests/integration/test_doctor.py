@@ -1,0 +1,123 @@
+"""`ecst connectors doctor` on a correctly set-up database, and on databases with each problem."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ecst.stack.postgres import CONNECTOR_ROLE, PostgresCluster
+
+ECST = [sys.executable, "-m", "ecst"]
+
+
+def doctor(definition_doc, tmp_path, *extra, env=None):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(definition_doc))
+    r = subprocess.run([*ECST, "connectors", "doctor", "-f", str(f), "-o", "json", *extra],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    report = json.loads(r.stdout) if r.stdout.strip() else []
+    findings = {}
+    for f_ in (report[0]["findings"] if report else []):
+        findings.setdefault(f_["check"], []).append(f_)
+    return r, findings
+
+
+def statuses(findings, check):
+    return [f["status"] for f in findings.get(check, [])]
+
+
+def test_a_correctly_set_up_database_passes(capture, tmp_path):
+    capture.create(rows=10)
+    capture.apply()
+    r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for check in ("wal_level", "role", "select", "publication", "primary_key", "heartbeat"):
+        assert statuses(findings, check) == ["ok"], (check, findings.get(check))
+    assert statuses(findings, "replica_identity") == ["warn"]  # DEFAULT identity, text columns
+    slot = capture.doc["config"]["slot.name"]
+    assert any(slot in f["message"] and f["status"] == "ok" for f in findings["slot_wal"])
+
+
+def test_a_superuser_connector_role_is_reported(capture, tmp_path):
+    capture.create(rows=1)
+    role = f"su_{capture.uid}"
+    capture.conn.execute(f"CREATE ROLE {role} WITH LOGIN SUPERUSER REPLICATION")
+    try:
+        r, findings = doctor(capture.doc, tmp_path, "--role", role)
+    finally:
+        capture.conn.execute(f"DROP ROLE {role}")
+    assert r.returncode == 1
+    [finding] = findings["role"]
+    assert finding["status"] == "fail" and "is a superuser" in finding["message"]
+    assert "CREATE ROLE cdc LOGIN REPLICATION" in finding["fix"]
+
+
+def test_a_table_without_primary_key_and_a_wrong_publication_are_reported(capture, tmp_path):
+    table = f"nopk_{capture.uid}"
+    capture.conn.execute(f"CREATE TABLE {table} (a int, b text)")
+    capture.conn.execute(f"GRANT SELECT ON {table} TO {CONNECTOR_ROLE}")
+    doc = {**capture.doc, "config": {**capture.doc["config"], "table.include.list": f"public.{table}",
+                                     "publication.name": f"pub_{capture.uid}"}}
+    capture.conn.execute(f"CREATE PUBLICATION pub_{capture.uid} FOR TABLE {table}")
+    try:
+        r, findings = doctor(doc, tmp_path, "--role", CONNECTOR_ROLE)
+        missing_pub = {**doc, "config": {**doc["config"], "publication.name": f"none_{capture.uid}"}}
+        _, no_pub = doctor(missing_pub, tmp_path, "--role", CONNECTOR_ROLE)
+    finally:
+        capture.conn.execute(f"DROP PUBLICATION pub_{capture.uid}")
+        capture.conn.execute(f"DROP TABLE {table}")
+    assert r.returncode == 1
+    [pk] = findings["primary_key"]
+    assert pk["status"] == "fail" and f"public.{table} has no primary key" in pk["message"]
+    [pub] = no_pub["publication"]
+    assert pub["status"] == "fail" and f"CREATE PUBLICATION none_{capture.uid} FOR TABLE public.{table}" \
+        in pub["fix"]
+
+
+def test_a_lagging_inactive_slot_is_reported(capture, tmp_path):
+    capture.create(rows=10)
+    slot = f"lag_{capture.uid}"
+    capture.conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    try:
+        capture.conn.execute(f"INSERT INTO {capture.table} (email, full_name) "
+                             "SELECT 'w' || g || '@x', repeat('x', 200) FROM generate_series(1, 2000) g")
+        r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE, "--max-retained-wal", "100000")
+    finally:
+        capture.conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    assert r.returncode == 1
+    [lagging] = [f for f in findings["slot_wal"] if slot in f["message"]]
+    assert lagging["status"] == "fail" and "INACTIVE" in lagging["message"]
+    assert f"pg_drop_replication_slot('{slot}')" in lagging["fix"]
+
+
+@pytest.fixture
+def replica_cluster(tmp_path):
+    """A second, private cluster with wal_level=replica."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = PostgresCluster(tmp_path / "replica-home", port, "admin-pw-123", "conn-pw-123")
+    cluster.ensure_created()
+    cluster.start()
+    with cluster.connect("postgres") as conn:
+        conn.execute("ALTER SYSTEM SET wal_level = replica")
+    cluster.stop()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_wal_level_replica_is_reported(capture, tmp_path, replica_cluster):
+    with replica_cluster.connect() as conn:
+        assert conn.execute("SHOW wal_level").fetchone()[0] == "replica"
+    url = f"postgresql://ecst:admin-pw-123@127.0.0.1:{replica_cluster.port}/producer"
+    r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE, "--producer-url", url)
+    assert r.returncode == 1
+    [wal] = findings["wal_level"]
+    assert wal["status"] == "fail" and wal["message"] == "wal_level is replica: logical decoding is off"
+    assert wal["fix"] == "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+    assert "admin-pw-123" not in r.stdout + r.stderr
