@@ -334,14 +334,22 @@ def describe_cmd(client: ConnectClient, name: str, output: str) -> None:
         click.echo(f"  {json.dumps(o.get('partition'))}: {json.dumps(o.get('offset'))}")
 
 
+def _done(name: str, action: str, output: str) -> None:
+    if output == "json":
+        _json({"name": name, "action": action})
+    else:
+        click.echo(f"connector/{name} {action}")
+
+
 def _simple(verb: str, doc: str, act: Callable[[ConnectClient, str], Any], done: str) -> None:
     @connectors.command(verb, help=doc)
     @click.argument("name")
+    @output_option
     @cluster_options
-    def command(client: ConnectClient, name: str) -> None:
+    def command(client: ConnectClient, name: str, output: str) -> None:
         _status(client, name)
         act(client, name)
-        click.echo(f"connector/{name} {done}")
+        _done(name, done, output)
 
 
 _simple("pause", "Pause a connector and its tasks.\n\n\b\nExample:\n    ecst connectors pause users",
@@ -355,8 +363,9 @@ _simple("stop", "Stop a connector (tasks shut down; config and offsets kept), e.
 @connectors.command("restart")
 @click.argument("name")
 @click.option("--failed-only", is_flag=True, help="Restart only the connector or tasks that FAILED.")
+@output_option
 @cluster_options
-def restart_cmd(client: ConnectClient, name: str, failed_only: bool) -> None:
+def restart_cmd(client: ConnectClient, name: str, failed_only: bool, output: str) -> None:
     """Restart a connector and its tasks.
 
     \b
@@ -365,13 +374,14 @@ def restart_cmd(client: ConnectClient, name: str, failed_only: bool) -> None:
     """
     _status(client, name)
     client.restart(name, only_failed=failed_only)
-    click.echo(f"connector/{name} restarted{' (failed only)' if failed_only else ''}")
+    _done(name, f"restarted{' (failed only)' if failed_only else ''}", output)
 
 
 @connectors.command("delete")
 @click.argument("name")
+@output_option
 @cluster_options
-def delete_cmd(client: ConnectClient, name: str) -> None:
+def delete_cmd(client: ConnectClient, name: str, output: str) -> None:
     """Delete a connector (its replication slot stays in the database).
 
     \b
@@ -380,7 +390,7 @@ def delete_cmd(client: ConnectClient, name: str) -> None:
     """
     if not client.delete(name):
         raise ConnectError(f"no connector named {name!r} at {client.url}")
-    click.echo(f"connector/{name} deleted")
+    _done(name, "deleted", output)
 
 
 @connectors.group("offsets")
@@ -414,8 +424,9 @@ def offsets_get(client: ConnectClient, name: str, output: str) -> None:
 
 @offsets_group.command("reset")
 @click.argument("name")
+@output_option
 @cluster_options
-def offsets_reset(client: ConnectClient, name: str) -> None:
+def offsets_reset(client: ConnectClient, name: str, output: str) -> None:
     """Forget a stopped connector's offsets: on resume it starts over (e.g. snapshots again).
 
     \b
@@ -426,5 +437,5 @@ def offsets_reset(client: ConnectClient, name: str) -> None:
     if state != "STOPPED":
         raise ConnectError(f"connector {name} is {state}: stop it first (`ecst connectors stop {name}`)")
     client.reset_offsets(name)
-    click.echo(f"connector/{name} offsets reset")
+    _done(name, "offsets reset", output)
 

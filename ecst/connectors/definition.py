@@ -37,6 +37,15 @@ from ecst.yamlfile import read_yaml
 TOP_LEVEL_KEYS = {"name": "the connector's name", "config": "the connector config (a mapping)",
                   "secrets": "a list of extra config keys to mask"}
 REQUIRED_CONFIG = ("connector.class",)
+# What a Debezium Postgres connector cannot run without, and keys that must be integers.
+POSTGRES_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+REQUIRED_BY_CLASS = {
+    POSTGRES_CLASS: ("database.hostname", "database.dbname", "database.user", "topic.prefix"),
+}
+INTEGER_KEYS = ("tasks.max", "database.port", "heartbeat.interval.ms", "snapshot.fetch.size",
+                "incremental.snapshot.chunk.size", "max.batch.size", "max.queue.size", "poll.interval.ms",
+                "topic.creation.default.partitions", "topic.creation.default.replication.factor")
+_REFERENCE = re.compile(r"\$\{[^}]+\}")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
 _PROVIDER_ONLY = re.compile(r"\$\{[a-z]+:[^}]*\}")
@@ -127,9 +136,17 @@ def parse_definition(
             raise DefinitionError(f"{where}: config key {key!r} must be a string")
         text = _scalar(value, f"{where}: config.{key}")
         out[key] = interpolate(text, environ, f"{where}: config.{key}")
-    for key in REQUIRED_CONFIG:
+    for key in (*REQUIRED_CONFIG, *REQUIRED_BY_CLASS.get(out.get("connector.class", ""), ())):
         if not out.get(key):
-            raise DefinitionError(f"{where}: config.{key} is required")
+            what = "" if key in REQUIRED_CONFIG else f" by {out['connector.class'].rsplit('.', 1)[-1]}"
+            raise DefinitionError(f"{where}: config.{key} is required{what}")
+    for key in INTEGER_KEYS:
+        value = out.get(key)
+        if value is not None and not _REFERENCE.search(value):
+            try:
+                int(value)
+            except ValueError:
+                raise DefinitionError(f"{where}: config.{key} must be an integer, got {value!r}") from None
     if "name" in out and out["name"] != name:
         raise DefinitionError(f"{where}: config.name {out['name']!r} differs from name {name!r}")
     out.pop("name", None)

@@ -80,3 +80,20 @@ def test_consume_with_unreachable_kafka_is_a_clear_error(tmp_path):
              "127.0.0.1:1", "--until-caught-up")
     assert r.returncode == 1
     assert r.stderr.strip().startswith("Error: couldn't connect to Kafka at 127.0.0.1:1")
+
+
+def test_no_secret_value_appears_in_plan_errors_or_logs(capture, tmp_path, stack):
+    capture.create(rows=1)
+    capture.apply()
+    literal = "literal-s3cret-password"
+    doc = {**capture.doc, "config": {**capture.doc["config"], "database.password": literal}}
+    f = write(tmp_path / "c.yaml", doc)
+    plan = ecst("-vv", "connectors", "plan", "-f", str(f), "--connect-url", stack.connect_url)
+    assert plan.returncode == 2
+    assert "  ~ database.password: ${env:ECST_CONNECTOR_PASSWORD} -> ***" in plan.stdout
+    # applying it fails validation (wrong password): the error names the key, never the value
+    bad = ecst("-vv", "connectors", "apply", "-f", str(f), "--connect-url", stack.connect_url)
+    out = plan.stdout + plan.stderr + bad.stdout + bad.stderr
+    assert literal not in out
+    describe = ecst("connectors", "describe", capture.definition.name, "--connect-url", stack.connect_url)
+    assert "database.password: ${env:ECST_CONNECTOR_PASSWORD}" in describe.stdout

@@ -132,3 +132,19 @@ def test_provider_references_are_not_masked_but_literal_secrets_are():
 
     masked = mask_config({"database.password": "${env:PW}", "sasl.secret": "s3cr3t", "x": "y"})
     assert masked == {"database.password": "${env:PW}", "sasl.secret": "***", "x": "y"}
+
+
+def test_debezium_postgres_required_keys_and_integer_keys_are_checked_locally():
+    base = {"connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "h", "database.dbname": "d", "database.user": "u", "topic.prefix": "p"}
+    parse_definition({"name": "c", "config": base}, Path("c.yaml"), environ={})
+    for missing in ("database.hostname", "topic.prefix"):
+        config = {k: v for k, v in base.items() if k != missing}
+        expected = rf"c\.yaml: config\.{missing} is required by PostgresConnector"
+        with pytest.raises(DefinitionError, match=expected):
+            parse_definition({"name": "c", "config": config}, Path("c.yaml"), environ={})
+    bad_port = {"name": "c", "config": {**base, "database.port": "five"}}
+    with pytest.raises(DefinitionError, match=r"config\.database\.port must be an integer, got 'five'"):
+        parse_definition(bad_port, Path("c.yaml"), environ={})
+    # a worker-side reference is resolved later, by Connect
+    parse_definition({"name": "c", "config": {**base, "database.port": "${env:PORT}"}}, environ={})
