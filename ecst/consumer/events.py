@@ -63,6 +63,51 @@ def _loads(raw: bytes, what: str) -> Any:
         raise EventError(f"{what} is not JSON: {exc}") from exc
 
 
+class _Schema(dict):
+    """A parsed Connect schema, shared by every record that embeds the same schema bytes;
+    the field lists derived from it are computed once."""
+
+    def fields_of(self, name: str | None) -> tuple[Field, ...]:
+        cache = self.__dict__.setdefault("_fields", {})
+        if name not in cache:
+            if name is None:
+                cache[name] = _struct_fields(self)
+            else:
+                cache[name] = _struct_fields(_envelope_field(self, name))
+        return cache[name]
+
+
+_SCHEMAS: dict[bytes, _Schema] = {}
+_SCHEMA_CACHE_SIZE = 512
+_HEAD, _PAYLOAD = b'{"schema":', b',"payload":'
+
+
+def _document(raw: bytes, what: str) -> tuple[dict[str, Any] | None, Any]:
+    """(schema, payload) of a JSON-converter document. The converter writes compact JSON with the
+    schema first, the same bytes for every record of a table version: those are parsed once."""
+    if raw.startswith(_HEAD) and raw.endswith(b"}"):
+        cut = raw.find(_PAYLOAD)  # the first one: the schema holds no user data, the payload may
+        if cut > 0:
+            schema_raw = raw[len(_HEAD):cut]
+            schema = _SCHEMAS.get(schema_raw)
+            try:
+                if schema is None:
+                    schema = _Schema(json.loads(schema_raw))
+                    if len(_SCHEMAS) >= _SCHEMA_CACHE_SIZE:
+                        _SCHEMAS.clear()
+                    _SCHEMAS[schema_raw] = schema
+                return schema, json.loads(raw[cut + len(_PAYLOAD):-1])
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+                pass  # not the converter's layout after all: parse the whole document
+    return _split(_loads(raw, what))
+
+
+def _fields(schema: dict[str, Any] | None, name: str | None) -> tuple[Field, ...]:
+    if isinstance(schema, _Schema):
+        return schema.fields_of(name)
+    return _struct_fields(schema if name is None else _envelope_field(schema, name))
+
+
 def _split(doc: Any) -> tuple[dict[str, Any] | None, Any]:
     """(schema, payload) from a JSON-converter document, with or without an embedded schema."""
     if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
@@ -137,8 +182,8 @@ def _no_change(schema: dict[str, Any] | None, payload: Any) -> bool:
 def _key_of(record: Record, placeholder: str) -> tuple[dict[str, Any] | None, tuple[Field, ...]]:
     if record.key is None:
         return None, ()
-    key_schema, key_payload = _split(_loads(record.key, "record key"))
-    key_fields = _struct_fields(key_schema)
+    key_schema, key_payload = _document(record.key, "record key")
+    key_fields = _fields(key_schema, None)
     if isinstance(key_payload, dict):
         return _row(key_payload, key_fields, placeholder) or {}, key_fields
     if key_payload is None:
@@ -161,7 +206,7 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
     """Decode one Debezium change record; None for a record with no row change."""
     if record.value is None:
         return None
-    value_schema, payload = _split(_loads(record.value, "record value"))
+    value_schema, payload = _document(record.value, "record value")
     if payload is None or _no_change(value_schema, payload):
         return None
     if not isinstance(payload, dict):
@@ -179,8 +224,7 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         raise EventError("change envelope has no source.table")
 
     key, key_fields = _key_of(record, placeholder)
-    after_schema = _envelope_field(value_schema, "after") or _envelope_field(value_schema, "before")
-    fields = _struct_fields(after_schema)
+    fields = _fields(value_schema, "after") or _fields(value_schema, "before")
     after = _row(payload.get("after"), fields, placeholder) if op in "cru" else None
     before = _row(payload.get("before"), fields, placeholder)
     if op != "t":
@@ -237,7 +281,7 @@ def _decode_flattened(
     op = "d" if deleted else meta.get("op") or "u"
     if op not in OPS:
         raise EventError(f"unknown __op {op!r}; expected one of c, r, u, d")
-    fields = tuple(f for f in _struct_fields(schema) if not f.name.startswith(SMT_PREFIX))
+    fields = tuple(f for f in _fields(schema, None) if not f.name.startswith(SMT_PREFIX))
     row = _row({k: v for k, v in payload.items() if not k.startswith(SMT_PREFIX)}, fields, placeholder)
     key, key_fields = _key_of(record, placeholder)
     table = meta.get("table") or record.topic.rsplit(".", 1)[-1]

@@ -70,6 +70,11 @@ def envelope(op, id_, lsn, *, after=None, before=None, snapshot="false", schemas
                "transaction": None, "op": op, "ts_ms": 1795967829728}
     key_payload = {"id": id_}
     if schemas:
-        return (json.dumps({"schema": KEY_SCHEMA, "payload": key_payload}).encode(),
-                json.dumps({"schema": value_schema(fields), "payload": payload}).encode())
-    return json.dumps(key_payload).encode(), json.dumps(payload).encode()
+        return (compact({"schema": KEY_SCHEMA, "payload": key_payload}),
+                compact({"schema": value_schema(fields), "payload": payload}))
+    return compact(key_payload), compact(payload)
+
+
+def compact(doc) -> bytes:
+    """JSON as Kafka's JsonConverter writes it: no spaces, schema before payload."""
+    return json.dumps(doc, separators=(",", ":")).encode()

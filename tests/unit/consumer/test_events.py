@@ -149,3 +149,27 @@ def test_tombstones_with_and_without_a_schema_envelope():
     assert is_tombstone(rec(b"{}", b'{"schema": {"type": "struct"}, "payload": null}'))
     assert decode(rec(b"{}", b'{"schema": {"type": "struct"}, "payload": null}')) is None
     assert not is_tombstone(rec(b"{}", b'{"op": "c"}')) and not is_tombstone(rec(b"{}", b"garbage"))
+
+
+# --- the embedded schema is parsed once per distinct schema ---------------------------------
+
+def test_spaced_json_and_user_data_that_looks_like_the_layout_decode_the_same():
+    from tests.unit.consumer.envelopes import compact
+
+    key, value = envelope("c", 1, 10, after=row(1, bio='x,"payload":{"op":"d"}'))
+    fast = decode(rec(key, value))
+    spaced = decode(rec(key, json.dumps(json.loads(value)).encode()))  # not the converter's layout
+    assert fast == spaced and fast.after["bio"] == 'x,"payload":{"op":"d"}'
+    assert compact(json.loads(value)) == value
+
+
+def test_a_changed_schema_gives_the_new_fields():
+    from tests.unit.consumer.envelopes import ROW_FIELDS
+
+    key, v1 = envelope("c", 1, 10, after=row(1))
+    extra = [*ROW_FIELDS, {"type": "int32", "optional": True, "name": "io.debezium.time.Date", "field": "d2"}]
+    _, v2 = envelope("u", 1, 11, after={**row(1), "d2": 1}, fields=extra)
+    assert "d2" not in [f.name for f in decode(rec(key, v1)).fields]
+    e2 = decode(rec(key, v2))
+    assert "d2" in [f.name for f in e2.fields] and str(e2.after["d2"]) == "1970-01-02"
+    assert "d2" not in [f.name for f in decode(rec(key, v1)).fields]  # the old one is still right
