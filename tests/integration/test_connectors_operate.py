@@ -131,3 +131,18 @@ def test_contexts_select_a_cluster_and_unknown_ones_are_named(capture, tmp_path)
     assert r.returncode == 1 and "Couldn't connect to Kafka Connect at http://127.0.0.1:9" in r.stderr
     r = ecst("connectors", "list", "--context", "staging", env=env)
     assert r.returncode == 1 and "no context 'staging' with a url (known: it, nowhere)" in r.stderr
+
+
+def test_a_task_that_fails_prints_its_trace_and_exits_1(capture, tmp_path):
+    from ecst import source
+    from ecst.stack.postgres import CONNECTOR_ROLE
+
+    # the table exists and the role may read it, but nobody created the publication
+    source.create_users_table(capture.conn, capture.table, 1)
+    capture.conn.execute(f"GRANT SELECT ON {capture.table} TO {CONNECTOR_ROLE}")
+    r = ecst("connectors", "apply", "-f", str(write(tmp_path / "c.yaml", capture.doc)),
+             "--connect-url", capture.client.url, "--wait", "90")
+    assert r.returncode == 1, r.stdout + r.stderr
+    first, *trace = r.stderr.splitlines()
+    assert first.startswith(f"Error: connector {capture.definition.name}") and "FAILED" in first
+    assert trace and any("publication" in line.lower() for line in trace), r.stderr
