@@ -61,6 +61,6 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from ecst.cli import connectors, consume, demo, stack  # noqa: F401  (registers commands)
+    from ecst.cli import connectors, consume, demo, rebootstrap, stack  # noqa: F401  (registers commands)
 
     cli(prog_name="ecst")

@@ -36,6 +36,7 @@ from ecst.consumer.store import (
     SNAPSHOT_PENDING,
     ApplyStats,
     SnapshotState,
+    StaleStateError,
     StateStore,
 )
 from ecst.exceptions import EventError, StackError, StateStoreError
@@ -204,13 +205,20 @@ class Consumer:
             targets = consumer.end_offsets(partitions)
             beginnings = consumer.beginning_offsets(partitions)
             log.info("end offsets at start: %s", _fmt(targets))
-            consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(consumer, self.store))
+            self._listener = _SeekToStoredOffsets(consumer, self.store)
+            consumer.subscribe(self.topics, listener=self._listener)
             while not stop.is_set():
                 self.last_loop = time.monotonic()
                 polled = consumer.poll(timeout_ms=self.poll_timeout_ms,
                                        max_records=self.config.batch_size)
                 if polled:
-                    batch_stats = self._apply(consumer, polled)
+                    try:
+                        batch_stats = self._apply(consumer, polled)
+                    except StaleStateError:  # a rebuild was swapped in: its offsets rule now
+                        log.warning("the state was replaced by a rebuild: re-reading its offsets")
+                        self.store.refresh()
+                        self._listener._seek(list(consumer.assignment()))
+                        continue
                     if on_batch is not None:
                         on_batch(batch_stats)
                 self._complete_snapshots()  # also after a crash between the two commits

@@ -52,6 +52,7 @@ OFFSETS_TABLE = "ecst_offsets"
 DELETED_TABLE = "ecst_deleted"
 SNAPSHOTS_TABLE = "ecst_snapshots"
 COLUMNS_TABLE = "ecst_columns"
+META_TABLE = "ecst_meta"
 SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
 _CHUNK = 500
 
@@ -115,10 +116,19 @@ class ApplyStats:
         self.stale += other.stale
 
 
-class StateStore:
-    """A SQLAlchemy database holding the consumer's private state."""
+class StaleStateError(StateStoreError):
+    """The state was replaced (a rebuild was swapped in) since this store last looked."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+
+class StateStore:
+    """A SQLAlchemy database holding the consumer's private state.
+
+    `namespace` prefixes every table it owns: the live state has none; a rebuild writes its
+    shadow copy under `ecst_shadow__` in the same database, and `promote` swaps it in.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, namespace: str = "") -> None:
+        self.ns = namespace
         self.url = normalize_url(url)
         self.engine = create_engine(self.url, echo=echo, future=True)
         self.dialect = self.engine.dialect.name
@@ -131,7 +141,7 @@ class StateStore:
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.meta = MetaData()
         self.offsets = Table(
-            OFFSETS_TABLE,
+            namespace + OFFSETS_TABLE,
             self.meta,
             Column("topic", String(255), primary_key=True),
             Column("partition", Integer, primary_key=True),
@@ -139,7 +149,7 @@ class StateStore:
             Column("updated_at", DateTime, nullable=False),
         )
         self.deleted = Table(
-            DELETED_TABLE,
+            namespace + DELETED_TABLE,
             self.meta,
             Column("table_name", String(255), primary_key=True),
             Column("key", String(1024), primary_key=True),
@@ -149,7 +159,7 @@ class StateStore:
         # Per topic: has Debezium's snapshot been fully applied? `pending` means the snapshot's
         # last record was applied and `targets` holds the end offsets every partition must reach.
         self.snapshots = Table(
-            SNAPSHOTS_TABLE,
+            namespace + SNAPSHOTS_TABLE,
             self.meta,
             Column("topic", String(255), primary_key=True),
             Column("state", String(16), nullable=False),
@@ -159,18 +169,42 @@ class StateStore:
         )
         # The Connect schema of every state column, so any process rebuilds exact types.
         self.columns = Table(
-            COLUMNS_TABLE,
+            namespace + COLUMNS_TABLE,
             self.meta,
             Column("table_name", String(255), primary_key=True),
             Column("column_name", String(255), primary_key=True),
             Column("spec", String(4000), nullable=False),
         )
+        # Live state only: a generation number that every swap increments (the fence).
+        self.meta_table = Table(
+            META_TABLE,
+            self.meta,
+            Column("key", String(64), primary_key=True),
+            Column("value", BigInteger, nullable=False),
+        )
         self._tables: dict[str, Table] = {}
+        self.generation = 0
         try:
             with self.engine.begin() as conn:
                 self.meta.create_all(conn)
+                self.generation = self._generation(conn)
         except SQLAlchemyError as exc:
             raise StateStoreError(f"cannot open state store {self.safe_url}: {exc.orig or exc}") from exc
+
+    def physical(self, table: str) -> str:
+        """The database name of state table `table` in this namespace."""
+        return self.ns + table
+
+    def _generation(self, conn: Connection) -> int:
+        value = conn.execute(select(self.meta_table.c.value)
+                             .where(self.meta_table.c.key == "generation")).scalar()
+        return int(value or 0)
+
+    def refresh(self) -> None:
+        """Forget cached tables and take the current generation (after a swap)."""
+        self._tables.clear()
+        with self.engine.connect() as conn:
+            self.generation = self._generation(conn)
 
     @property
     def safe_url(self) -> str:
@@ -196,11 +230,13 @@ class StateStore:
                     for t, st, pos, tg in rows}
 
     def mark_snapshot_complete(self, topic: str) -> None:
-        """Record that every record of `topic`'s snapshot has been applied (idempotent)."""
+        """Record that `topic`'s state is a complete copy (idempotent)."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.engine.begin() as conn:
-            conn.execute(self.snapshots.update().where(self.snapshots.c.topic == topic)
-                         .values(state=SNAPSHOT_COMPLETE, updated_at=now))
+            stmt = self._insert(self.snapshots).values(topic=topic, state=SNAPSHOT_COMPLETE,
+                                                       updated_at=now, **{POSITION: 0})
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["topic"], set_={"state": SNAPSHOT_COMPLETE, "updated_at": now}))
 
     def purge_tombstones(self, older_than: dt.datetime) -> int:
         """Forget delete tombstones recorded before `older_than`; returns how many."""
@@ -217,7 +253,12 @@ class StateStore:
 
     def has_table(self, table: str) -> bool:
         with self.engine.connect() as conn:
-            return inspect(conn).has_table(table)
+            return inspect(conn).has_table(self.physical(table))
+
+    def tables(self) -> list[str]:
+        """The state tables this store has created (logical names)."""
+        with self.engine.connect() as conn:
+            return sorted({t for (t,) in conn.execute(select(self.columns.c.table_name).distinct())})
 
     # ----- writes ------------------------------------------------------------------------
     def apply(
@@ -230,6 +271,8 @@ class StateStore:
         stats = ApplyStats()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.engine.begin() as conn:
+            if self._generation(conn) != self.generation:
+                raise StaleStateError("the state was swapped by a rebuild: re-read offsets and go on")
             for step in plan_batch(events):
                 if step.truncate is not None:
                     self._truncate(conn, step.truncate, stats)
@@ -280,13 +323,14 @@ class StateStore:
             # Several consumers (a group's members) may share this database: one at a time
             # creates or alters a table. SQLite's BEGIN IMMEDIATE already serialises writers.
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": f"ecst:{name}"})
+        phys = self.physical(name)
         insp = inspect(conn)
-        existing = {c["name"] for c in insp.get_columns(name)} if insp.has_table(name) else None
+        existing = {c["name"] for c in insp.get_columns(phys)} if insp.has_table(phys) else None
         recorded = self._recorded_fields(conn, name)
-        table = self._build_table(name, {**columns, **recorded}, set(sample.key))
+        table = self._build_table(phys, {**columns, **recorded}, set(sample.key))
         if existing is None:
             table.metadata.create_all(conn)
-            log.info("created state table %s (%d columns)", name, len(columns))
+            log.info("created state table %s (%d columns)", phys, len(columns))
         else:
             missing_keys = set(sample.key) - existing
             if missing_keys:
@@ -297,8 +341,8 @@ class StateStore:
             for c in table.columns:
                 if c.name not in existing:
                     ddl = c.type.compile(dialect=conn.dialect)
-                    conn.execute(text(f'ALTER TABLE "{name}" ADD COLUMN "{c.name}" {ddl}'))
-                    log.info("added column %s.%s (%s)", name, c.name, ddl)
+                    conn.execute(text(f'ALTER TABLE "{phys}" ADD COLUMN "{c.name}" {ddl}'))
+                    log.info("added column %s.%s (%s)", phys, c.name, ddl)
         new = [f for c, f in columns.items() if c not in recorded]
         if new:
             conn.execute(self._insert(self.columns).on_conflict_do_nothing(), [
@@ -329,11 +373,12 @@ class StateStore:
             with self.engine.connect() as own:
                 return self.load_table(name, own)
         recorded = self._recorded_fields(conn, name)
+        phys = self.physical(name)
         if not recorded:
-            return Table(name, MetaData(), autoload_with=conn)
-        key = set(inspect(conn).get_pk_constraint(name)["constrained_columns"])
-        existing = {c["name"] for c in inspect(conn).get_columns(name)}
-        return self._build_table(name, {c: f for c, f in recorded.items() if c in existing}, key)
+            return Table(phys, MetaData(), autoload_with=conn)
+        key = set(inspect(conn).get_pk_constraint(phys)["constrained_columns"])
+        existing = {c["name"] for c in inspect(conn).get_columns(phys)}
+        return self._build_table(phys, {c: f for c, f in recorded.items() if c in existing}, key)
 
     def _tombstone_positions(
         self, conn: Connection, table: str, keys: list[str]
@@ -356,7 +401,7 @@ class StateStore:
             table = self._table_for(conn, changes)
         elif changes.table in self._tables:
             table = self._tables[changes.table]
-        elif inspect(conn).has_table(changes.table):
+        elif inspect(conn).has_table(self.physical(changes.table)):
             table = self.load_table(changes.table, conn)
         else:
             table = None  # only deletes, for a table never created: nothing to delete
@@ -440,8 +485,45 @@ class StateStore:
 
     def _truncate(self, conn: Connection, event: ChangeEvent, stats: ApplyStats) -> None:
         """TRUNCATE in the source: remove every row not newer than the truncate."""
-        if not inspect(conn).has_table(event.table):
+        if not inspect(conn).has_table(self.physical(event.table)):
             return
-        t = sql_table(event.table, sql_column(POSITION))
+        t = sql_table(self.physical(event.table), sql_column(POSITION))
         conn.execute(delete(t).where(t.c[POSITION] <= event.position))
         stats.by_table_op[("t", event.table)] += 1
+
+    def promote(self, shadow: StateStore) -> list[str]:
+        """Swap a shadow copy in, in one transaction: its tables replace the live ones, its
+        offsets, delete tombstones, column types and snapshot state replace theirs, and the
+        generation moves on so that a live consumer re-reads its offsets before its next write.
+        Returns the tables swapped."""
+        if shadow.engine.url != self.engine.url or not shadow.ns or self.ns:
+            raise StateStoreError("promote() takes a shadow store of the same database")
+        tables = shadow.tables()
+        topics = sorted(shadow.stored_offsets())
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ecst:promote'))"))
+            insp = inspect(conn)
+            for t in tables:
+                live, shadowed = self.physical(t), shadow.physical(t)
+                if insp.has_table(live):
+                    conn.execute(text(f'DROP TABLE "{live}"'))
+                conn.execute(text(f'ALTER TABLE "{shadowed}" RENAME TO "{live}"'))
+                if self.dialect == "postgresql":
+                    conn.execute(text(f'ALTER INDEX IF EXISTS "{shadowed}_pkey" RENAME TO "{live}_pkey"'))
+            topic_names = sorted({t for t, _ in topics})
+            for mine, theirs, column, keys in (
+                (self.offsets, shadow.offsets, "topic", topic_names),
+                (self.snapshots, shadow.snapshots, "topic", topic_names),
+                (self.deleted, shadow.deleted, "table_name", tables),
+                (self.columns, shadow.columns, "table_name", tables),
+            ):
+                conn.execute(delete(mine).where(mine.c[column].in_(keys)))
+                conn.execute(mine.insert().from_select(list(theirs.c.keys()), select(theirs)))
+                conn.execute(text(f'DROP TABLE "{theirs.name}"'))
+            stmt = self._insert(self.meta_table).values(key="generation", value=self._generation(conn) + 1)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["key"],
+                                                    set_={"value": stmt.excluded.value}))
+        self.refresh()
+        shadow.close()
+        return tables

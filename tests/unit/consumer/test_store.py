@@ -152,3 +152,30 @@ def test_deletes_for_a_table_never_created_still_leave_tombstones(store):
     store.apply([event("d", 1, 300, 0)], {(TOPIC, 0): 1})
     store.apply([event("c", 1, 100, 1, after=row(1))], {(TOPIC, 0): 2})  # an older create, replayed
     assert by_id(store) == {}
+
+
+def test_promote_swaps_a_shadow_copy_in_and_fences_the_live_writer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    live, writer = StateStore(url), StateStore(url)  # `writer`: a live consumer elsewhere
+    live.apply([event("r", 1, 100, 0, after=row(1, bio="old")), event("r", 9, 100, 1, after=row(9))],
+               {(TOPIC, 0): 2})
+    shadow = StateStore(url, namespace="ecst_shadow__")
+    shadow.apply([event("r", 1, 100, 0, after=row(1, bio="rebuilt")), event("r", 2, 100, 1, after=row(2))],
+                 {(TOPIC, 0): 7})
+    assert {r["id"] for r in live.rows("users")} == {1, 9}  # the shadow does not touch the live table
+
+    assert live.promote(shadow) == ["users"]
+    assert {r["id"]: r["bio"] for r in live.rows("users")} == {1: "rebuilt", 2: "hello"}
+    assert live.stored_offsets() == {(TOPIC, 0): 7}
+    assert not StateStore(url, namespace="ecst_shadow__").has_table("users")
+
+    # the other writer's next batch is refused until it re-reads the state's offsets
+    from ecst.consumer.store import StaleStateError
+
+    with pytest.raises(StaleStateError):
+        writer.apply([event("u", 1, 50, 3, after=row(1, bio="stale"))], {(TOPIC, 0): 4})
+    writer.refresh()
+    writer.apply([event("u", 1, 500, 7, after=row(1, bio="after swap"))], {(TOPIC, 0): 8})
+    assert {r["id"]: r["bio"] for r in live.rows("users")}[1] == "after swap"
+    for s in (live, writer):
+        s.close()
