@@ -20,6 +20,7 @@ from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.slots import slot_name, slot_status
 from ecst.exceptions import ConnectError
 from ecst.settings import Settings
+from ecst.stack.local import producer_target
 
 
 def cluster_options(f: Callable) -> Callable:
@@ -188,10 +189,7 @@ def doctor_cmd(files: tuple[str, ...], env: str | None, producer_url: str | None
         ecst connectors doctor -f connectors/users.yaml --role ecst_connector
     """
     settings: Settings = click.get_current_context().obj
-    if producer_url:
-        target: tuple[str, str | None] | None = (producer_url, None)
-    else:
-        target = _producer_db(settings)
+    target = producer_target(settings, producer_url)
     if target is None:
         raise ConnectError("doctor needs the producer database: pass --producer-url or set ECST_PRODUCER_URL")
     failed, report = False, []
@@ -252,7 +250,7 @@ def _slot(settings: Settings, config: dict[str, str]) -> dict | None:
     slot = slot_name(config)
     if slot is None:
         return None
-    target = _producer_db(settings)
+    target = producer_target(settings)
     if target is None:
         return {"name": slot, "error": "set ECST_PRODUCER_URL to see the slot"}
     conninfo, password = target
@@ -263,17 +261,6 @@ def _slot(settings: Settings, config: dict[str, str]) -> dict | None:
         return {"name": slot, "error": f"producer database unreachable: {first}"}
     return {"name": s.name, "exists": s.exists, "active": s.active,
             "retained_wal_bytes": s.retained_wal_bytes}
-
-
-def _producer_db(settings: Settings) -> tuple[str, str | None] | None:
-    if settings.producer_url is not None:
-        return settings.producer_url.reveal(), None
-    if (settings.home / "credentials.json").exists():
-        from ecst.stack import LocalStack
-
-        stack = LocalStack(settings)
-        return stack.postgres.conninfo(), stack.postgres.admin_password
-    return None
 
 
 @connectors.command("status")

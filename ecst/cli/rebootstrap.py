@@ -13,6 +13,7 @@ from ecst.consumer.config import ConsumerConfig, load_consumer_config
 from ecst.consumer.store import StateStore
 from ecst.exceptions import ConfigError
 from ecst.settings import Secret, Settings
+from ecst.stack.local import producer_target
 
 
 def _config(config_file: str | None, state_url: str | None, topics: tuple[str, ...],
@@ -103,15 +104,10 @@ def verify(settings: Settings, config_file: str | None, state_url: str | None, t
     from ecst.verify import verify_table
 
     config = _config(config_file, state_url, topics, None)
-    if producer_url:
-        conninfo, password = producer_url, None
-    elif (settings.home / "credentials.json").exists():
-        from ecst.stack import LocalStack
-
-        stack = LocalStack(settings)
-        conninfo, password = stack.postgres.conninfo(), stack.postgres.admin_password
-    else:
+    target = producer_target(settings, producer_url)
+    if target is None:
         raise ConfigError("verify needs the producer database: pass --producer-url or set ECST_PRODUCER_URL")
+    conninfo, password = target
     store = StateStore(config.state_url.reveal())
     drifted = False
     try:

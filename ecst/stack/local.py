@@ -161,3 +161,16 @@ class LocalStack:
 
     def is_up(self) -> bool:
         return all(c.running for c in self.status()) and process.port_in_use(self.connect.port)
+
+
+def producer_target(settings: Settings, url: str | None = None) -> tuple[str, str | None] | None:
+    """(conninfo, password) of the producer database: `url`, else ECST_PRODUCER_URL, else the
+    local stack's when this home has one; None when none is known."""
+    if url:
+        return url, None
+    if settings.producer_url is not None:
+        return settings.producer_url.reveal(), None
+    if (settings.home / "credentials.json").exists():
+        stack = LocalStack(settings)
+        return stack.postgres.conninfo(), stack.postgres.admin_password
+    return None
