@@ -59,12 +59,13 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         try:
-            self._seek(assigned)
+            self.seek_all(assigned)
         except Exception:
             log.exception("could not seek to the stored offsets on assignment")
             raise
 
-    def _seek(self, assigned: list[TopicPartition]) -> None:
+    def seek_all(self, assigned: list[TopicPartition]) -> None:
+        """Position each partition at the stored offset (the beginning if none)."""
         stored = self.store.stored_offsets()
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
@@ -217,7 +218,7 @@ class Consumer:
                     except StaleStateError:  # a rebuild was swapped in: its offsets rule now
                         log.warning("the state was replaced by a rebuild: re-reading its offsets")
                         self.store.refresh()
-                        self._listener._seek(list(consumer.assignment()))
+                        self._listener.seek_all(list(consumer.assignment()))
                         continue
                     if on_batch is not None:
                         on_batch(batch_stats)
