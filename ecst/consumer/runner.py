@@ -132,6 +132,7 @@ class Consumer:
         self._producer: KafkaProducer | None = None
         self._caught_up_once = False
         self._last_purge = 0.0
+        self._snapshots: dict[str, SnapshotState] = {}  # as of the loop's latest turn
 
     # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
@@ -370,20 +371,24 @@ class Consumer:
         return snapshot_transitions(events, self.store.snapshot_states(), end_offsets)
 
     def _complete_snapshots(self) -> None:
+        """Read the snapshot states (once per loop turn: readiness and metrics use this copy),
+        and mark pending snapshots complete once every partition reached its target."""
         states = self.store.snapshot_states()
-        if not any(s.state == SNAPSHOT_PENDING for s in states.values()):
-            return
-        stored = self.store.stored_offsets()
-        for topic, snap in states.items():
-            if snap.state == SNAPSHOT_PENDING and all(
-                stored.get((topic, p), 0) >= end for p, end in snap.targets.items()
-            ):
-                self.store.mark_snapshot_complete(topic)
-                log.info("snapshot of %s completely applied", topic)
+        if any(s.state == SNAPSHOT_PENDING for s in states.values()):
+            stored = self.store.stored_offsets()
+            for topic, snap in states.items():
+                if snap.state == SNAPSHOT_PENDING and all(
+                    stored.get((topic, p), 0) >= end for p, end in snap.targets.items()
+                ):
+                    self.store.mark_snapshot_complete(topic)
+                    log.info("snapshot of %s completely applied", topic)
+            states = self.store.snapshot_states()
+        self._snapshots = states
 
     def snapshot_applied(self) -> bool:
-        """True once the snapshot of every subscribed topic has been completely applied."""
-        states = self.store.snapshot_states()
+        """True once the snapshot of every subscribed topic has been completely applied (as of
+        the consumer loop's latest turn; cheap enough for every /readyz request)."""
+        states = self._snapshots
         return all(t in states and states[t].state == SNAPSHOT_COMPLETE for t in self.topics)
 
     def ready(self) -> bool:
@@ -427,7 +432,7 @@ class Consumer:
                 continue
             self.metrics.set("ecst_partition_lag", max(0, high - position), topic=tp.topic,
                              partition=str(tp.partition))
-        states = self.store.snapshot_states()
+        states = self._snapshots
         for t in self.topics:
             self.metrics.set("ecst_snapshot_complete",
                              1.0 if t in states and states[t].state == SNAPSHOT_COMPLETE else 0.0,

@@ -85,11 +85,11 @@ class Capture:
         return verify.compare_rows(verify.source_rows(self.conn, self.table), store.rows(self.table),
                                    verify.primary_key(self.conn, self.table))
 
-    def converge(self, store: StateStore, timeout_s: float = 90) -> verify.Comparison:
+    def converge(self, store: StateStore, timeout_s: float = 90, **consumer_options) -> verify.Comparison:
         """Consume until the state equals the producer table, or the timeout passes."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self.consumer(store).run(until_caught_up=True)
+            self.consumer(store, **consumer_options).run(until_caught_up=True)
             result = self.compare(store)
             if result.matches or time.monotonic() > deadline:
                 return result

@@ -155,13 +155,7 @@ def test_flattened_events_from_the_extract_new_record_state_smt(capture, tmp_pat
     topics = (TopicMapping(capture.topic, tombstones="delete" if deletes == "tombstone" else "ignore"),)
     capture.consumer(store, topics=topics).run(until_ready=True)
     source.write_changes(capture.conn, capture.table, inserts=30, updates=60, deletes=40, seed=8)
-    deadline = time.monotonic() + 90
-    while True:
-        capture.consumer(store, topics=topics).run(until_caught_up=True)
-        result = capture.compare(store)
-        if result.matches or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    result = capture.converge(store, topics=topics)
     assert result.matches, result.summary()
     assert result.state_rows == 300 + 30 - 40
     store.close()
