@@ -97,14 +97,18 @@ def bench_e2e(rows: int) -> dict[str, float]:
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "connectors" / "users.yaml").read_text())
     doc["name"] = f"bench-{uid}"
     doc["config"].update({"table.include.list": f"public.{table}", "slot.name": f"bench_{uid}",
-                          "publication.name": f"bench_{uid}", "topic.prefix": f"b{uid}"})
+                          "publication.name": f"bench_{uid}", "topic.prefix": f"b{uid}",
+                          "signal.data.collection": f"public.{table}_signal",
+                          "signal.kafka.topic": f"b{uid}.signals",
+                          "signal.kafka.bootstrap.servers": stack.kafka.bootstrap,
+                          "notification.sink.topic.name": f"b{uid}.notifications"})
     definition = parse_definition(doc, environ={})
     client = ConnectClient(stack.connect.url)
     conn = stack.postgres.connect()
     out = {}
     try:
         source.create_users_table(conn, table, rows)
-        source.prepare_capture(conn, table, f"bench_{uid}")
+        source.prepare_capture(conn, table, f"bench_{uid}", signal_table=f"{table}_signal")
         d = tempfile.mkdtemp()
         store = StateStore(f"sqlite:///{d}/state.db")
         started = time.perf_counter()
@@ -120,8 +124,9 @@ def bench_e2e(rows: int) -> dict[str, float]:
         client.delete(definition.name)
         wait_for_slot_inactive(conn, f"bench_{uid}")
         source.drop_capture(conn, f"bench_{uid}", f"bench_{uid}")
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        delete_topics(stack.kafka.bootstrap, [topic_for(definition)])
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_signal")
+        delete_topics(stack.kafka.bootstrap, [topic_for(definition), f"b{uid}.signals",
+                                              f"b{uid}.notifications"])
         conn.close()
     return out
 

@@ -92,13 +92,16 @@ def run_demo(settings: Settings, *, rows: int = 5000, echo: Echo = print) -> boo
     with stack.postgres.connect() as conn:
         wait_for_slot_inactive(conn, cfg["slot.name"])
         source.drop_capture(conn, cfg["slot.name"], cfg["publication.name"])
-        delete_topics(stack.kafka.bootstrap, [topic, f"__debezium-heartbeat.{cfg['topic.prefix']}"])
+        side_topics = [cfg[k] for k in ("signal.kafka.topic", "notification.sink.topic.name") if k in cfg]
+        delete_topics(stack.kafka.bootstrap,
+                      [topic, f"__debezium-heartbeat.{cfg['topic.prefix']}", *side_topics])
         for suffix in ("", "-wal", "-shm"):
             Path(f"{state_path}{suffix}").unlink(missing_ok=True)
 
         echo(f"== producer: table {table} with {rows} users created before any connector exists")
         source.create_users_table(conn, table, rows, replace=True)
-        source.prepare_capture(conn, table, cfg["publication.name"])
+        source.prepare_capture(conn, table, cfg["publication.name"],
+                               signal_table=source.signal_table_of(cfg))
 
         echo("== connector: ecst connectors apply -f connectors/users.yaml")
         change = apply_mod.apply(client, definition)

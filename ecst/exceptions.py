@@ -9,7 +9,8 @@
     │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
     ├── EventError              a change event cannot be decoded or applied
-    └── StateStoreError         the state database cannot be used as a state store
+    ├── StateStoreError         the state database cannot be used as a state store
+    └── RebuildError            a re-bootstrap cannot start or go on (the shadow copy is kept)
 
 The CLI turns each of these into one line, `Error: …`, and a non-zero exit.
 Anything else is a bug and keeps its traceback.
@@ -63,3 +64,8 @@ class EventError(EcstError):
 
 class StateStoreError(EcstError):
     """The state database cannot be used (unsupported dialect, incompatible table)."""
+
+
+class RebuildError(EcstError):
+    """A re-bootstrap cannot start or go on; the live state is untouched and the shadow copy is
+    kept, so the same command resumes (or `--restart` discards it)."""

@@ -17,15 +17,21 @@ from ecst.stack.postgres import CONNECTOR_ROLE
 PROJECT_DIR = Settings().project_dir
 
 USERS_SQL = "deploy/sql/users.sql"  # shared with docker-compose's init script
+SIGNAL_SQL = "deploy/sql/signal.sql"
+SIGNAL_TABLE = "ecst_signal"
 
 
-def users_ddl(project_dir: Path, table: str) -> sql.Composed:
-    """The users table's DDL from deploy/sql/users.sql, for table `table`."""
-    parts = (project_dir / USERS_SQL).read_text().split(':"table"')  # psql's variable
+def _ddl(project_dir: Path, path: str, table: str) -> sql.Composed:
+    parts = (project_dir / path).read_text().split(':"table"')  # psql's variable
     pieces: list[sql.Composable] = [sql.SQL(parts[0])]
     for part in parts[1:]:
         pieces += [sql.Identifier(table), sql.SQL(part)]
     return sql.Composed(pieces)
+
+
+def users_ddl(project_dir: Path, table: str) -> sql.Composed:
+    """The users table's DDL from deploy/sql/users.sql, for table `table`."""
+    return _ddl(project_dir, USERS_SQL, table)
 
 
 SEED = """
@@ -54,16 +60,35 @@ def create_users_table(conn: psycopg.Connection, table: str, rows: int, *, repla
 
 
 def prepare_capture(conn: psycopg.Connection, table: str, publication: str,
-                    role: str = CONNECTOR_ROLE) -> None:
+                    role: str = CONNECTOR_ROLE, *, signal_table: str | None = SIGNAL_TABLE,
+                    project_dir: Path = PROJECT_DIR) -> None:
     """What the connector needs, as database configuration by the table's owner: a publication
-    for exactly this table and SELECT for the least-privilege connector role."""
+    for exactly this table (plus Debezium's signal table, for ad-hoc snapshots), SELECT for the
+    least-privilege connector role, and INSERT on the signal table for its watermarks."""
+    tables = [table] + ([signal_table] if signal_table else [])
+    if signal_table:
+        conn.execute(_ddl(project_dir, SIGNAL_SQL, signal_table))
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
     if not exists:
         conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-            sql.Identifier(publication), sql.Identifier(table)))
+            sql.Identifier(publication), sql.SQL(", ").join(map(sql.Identifier, tables))))
+    elif signal_table and not conn.execute(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
+            (publication, signal_table)).fetchone():
+        conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(publication), sql.Identifier(signal_table)))
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
         sql.Identifier(table), sql.Identifier(role)))
+    if signal_table:
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(
+            sql.Identifier(signal_table), sql.Identifier(role)))
+
+
+def signal_table_of(config: dict[str, str]) -> str | None:
+    """The signal table's name (without schema) in a connector config, if it has one."""
+    collection = config.get("signal.data.collection")
+    return collection.split(".")[-1] if collection else None
 
 
 def drop_capture(conn: psycopg.Connection, slot: str, publication: str) -> None:

@@ -124,6 +124,28 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
             elif names:
                 out.append(Finding("select", OK, f"role {rolname} can SELECT every captured table"))
 
+    signal = config.get("signal.data.collection")
+    if not signal:
+        out.append(Finding("signal", WARN, "no signal table (signal.data.collection): ad-hoc "
+                           "snapshots (`ecst rebootstrap incremental|blocking`) are unavailable",
+                           "create deploy/sql/signal.sql's table, add it to the publication, "
+                           "and set signal.data.collection"))
+    else:
+        s_schema, _, s_table = signal.rpartition(".")
+        qualified = f"{s_schema or 'public'}.{s_table}"
+        if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:
+            out.append(Finding("signal", FAIL, f"signal table {qualified} does not exist",
+                               f"psql -v table={s_table} -f deploy/sql/signal.sql"))
+        elif rolname and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (rolname,)).fetchone() \
+                and not conn.execute("SELECT has_table_privilege(%s, %s, 'INSERT')",
+                                     (rolname, qualified)).fetchone()[0]:
+            out.append(Finding("signal", FAIL, f"role {rolname} cannot INSERT into signal table "
+                               f"{qualified} (incremental snapshots write watermarks there)",
+                               f"GRANT SELECT, INSERT ON {qualified} TO {rolname}"))
+        else:
+            out.append(Finding("signal", OK, f"signal table {qualified} exists and is writable"))
+        names = [*names, qualified]
+
     pub = config.get("publication.name", "dbz_publication")
     autocreate = config.get("publication.autocreate.mode", "all_tables")
     p = conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (pub,)).fetchone()

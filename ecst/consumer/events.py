@@ -145,21 +145,30 @@ def _row(payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder:
 
 
 def source_position(source: dict[str, Any]) -> int:
-    """The per-key position of an event: `source.lsn`, or for incremental-snapshot rows (which
-    carry no LSN) the current LSN in `source.sequence`."""
-    lsn = source.get("lsn")
-    if lsn is not None:
-        return int(lsn)
+    """The per-key position of an event: the largest of `source.lsn` and the two LSNs of
+    `source.sequence` (`[last committed LSN, current LSN]`).
+
+    `source.lsn` alone is the LSN of the change record, written when the statement ran, not when
+    its transaction committed. A long transaction that commits after an incremental chunk (or a
+    blocking snapshot) read the row would then carry a position *below* that snapshot row's and
+    be rejected, though it is newer: observed on the real stack, see docs/positions.md. The last
+    committed LSN before the event's transaction is always at or above the position of anything
+    committed earlier, and below anything committed later, so the maximum orders events by commit.
+    Incremental-snapshot rows carry no LSN, only the sequence of the moment their chunk was sent.
+    """
+    values: list[int] = []
+    if source.get("lsn") is not None:
+        values.append(int(source["lsn"]))
     sequence = source.get("sequence")
     if sequence:
         try:
-            values = json.loads(sequence) if isinstance(sequence, str) else sequence
-            last = values[-1]
-            if last is not None:
-                return int(last)
-        except (ValueError, TypeError, IndexError):
+            parsed = json.loads(sequence) if isinstance(sequence, str) else sequence
+            values += [int(v) for v in parsed if v is not None]
+        except (ValueError, TypeError):
             pass
-    raise EventError("event has no source position (source.lsn and source.sequence are empty)")
+    if not values:
+        raise EventError("event has no source position (source.lsn and source.sequence are empty)")
+    return max(values)
 
 
 HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
@@ -272,10 +281,10 @@ def _decode_flattened(
 ) -> ChangeEvent:
     """The ExtractNewRecordState form: the row itself plus `__`-prefixed metadata fields."""
     meta = {k[len(SMT_PREFIX):]: v for k, v in payload.items() if k.startswith(SMT_PREFIX)}
-    if meta.get("lsn") is None:
+    if meta.get("lsn") is None and not meta.get("sequence"):
         raise EventError(
-            "flattened event (ExtractNewRecordState) without __lsn: add 'lsn' to the SMT's "
-            "add.fields (e.g. add.fields=op,lsn,table,source.ts_ms) so changes can be ordered"
+            "flattened event (ExtractNewRecordState) without __lsn: add 'lsn' and 'sequence' to the "
+            "SMT's add.fields (e.g. add.fields=op,lsn,sequence,table,source.ts_ms) so changes can be ordered"
         )
     deleted = str(meta.get("deleted", "false")).lower() == "true"
     op = "d" if deleted else meta.get("op") or "u"
@@ -293,7 +302,7 @@ def _decode_flattened(
         table=table,
         key=key,
         after=None if deleted else row,
-        position=int(meta["lsn"]),
+        position=source_position({"lsn": meta.get("lsn"), "sequence": meta.get("sequence")}),
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,

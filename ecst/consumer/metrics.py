@@ -38,6 +38,10 @@ class Metrics:
         "ecst_replication_delay_seconds": ("gauge", "Now minus source.ts_ms of the newest applied event."),
         "ecst_ready": ("gauge", "1 when /readyz answers 200."),
         "ecst_snapshot_complete": ("gauge", "1 once the topic's snapshot is fully applied."),
+        "ecst_rebuild_in_progress": ("gauge", "1 while `ecst rebootstrap` builds a shadow copy, by mode."),
+        "ecst_rebuild_rows_applied": ("gauge", "Rows (replay: records) the rebuild has applied so far."),
+        "ecst_rebuild_rows_expected": ("gauge", "Rows the rebuild expects (0 when unknown)."),
+        "ecst_rebuild_rows_per_second": ("gauge", "The rebuild's average rate since it started."),
     }
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:

@@ -1,35 +1,65 @@
-"""Re-bootstrap by replaying the compacted topic into a shadow copy, then swapping it in.
+"""Re-bootstrap: rebuild a consumer's private state in a shadow copy, then swap it in.
 
-The live tables keep serving (and a live consumer keeps applying changes to them) while the
-rebuild writes `ecst_shadow__<table>` from the topic's beginning with its own offsets. Once the
-replay has reached the end offsets taken when it started, `StateStore.promote` replaces the live
-tables and bookkeeping in one transaction; a live consumer notices the new generation before its
-next write and continues from the shadow's offsets. A crashed rebuild resumes from the shadow's
-stored offsets. Zero load on the producer database.
+Four sources of truth, each chosen explicitly (README: "Which re-bootstrap do I need?"):
+
+- `replay`: the compacted topic from its beginning. Zero load on the producer database.
+- `incremental`: a Debezium incremental snapshot (an `execute-snapshot` signal), read in key
+  chunks while streaming goes on. With a condition it is a *filtered backfill*.
+- `blocking`: a blocking-snapshot signal; streaming pauses while the table is read.
+- `fresh`: the connector's offsets are reset (and its slot dropped) so it takes a new initial
+  snapshot: for when the topic is gone too, or the producer's positions restarted.
+
+A full rebuild writes `ecst_shadow__<table>` while the live tables keep serving. The shadow
+starts at the topic's end offsets (replay: at its beginning), so it receives the streamed
+changes as well as the snapshot rows, through the same position guards as the live state.
+Once the snapshot is known complete (incremental: Debezium's COMPLETED notification for our
+signal id; blocking and fresh: the snapshot's `last` marker and the end offsets of that moment;
+replay: the end offsets taken at start) and the shadow has caught up, `StateStore.promote`
+swaps it in one transaction: keys the rebuild never saw are gone. A filtered backfill keeps only
+the snapshot rows, and merges them into the live state in one transaction through the guards: it
+touches only the matching keys.
+
+The bookkeeping (mode, signal id, where the notifications start, progress) is stored with the
+shadow, so running the same command again after a crash resumes; `restart=True` discards it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import func, select
 
+from ecst.connectors import signals
+from ecst.connectors.client import ConnectClient
 from ecst.consumer.config import ConsumerConfig
+from ecst.consumer.events import ChangeEvent
 from ecst.consumer.runner import Consumer
-from ecst.consumer.store import ApplyStats, StateStore
+from ecst.consumer.store import SHADOW, ApplyStats, StateStore
+from ecst.exceptions import ConfigError, RebuildError
 
-SHADOW = "ecst_shadow__"
+log = logging.getLogger(__name__)
+
+MODES = ("replay", "incremental", "blocking", "fresh")
+START_TIMEOUT_S = 120.0  # a snapshot the connector has not started by then is reported
+SAVE_EVERY_S = 1.0
+SNAPSHOT_MODES_FOR_FRESH = {"initial", "always", "when_needed"}
+
+__all__ = ["MODES", "SHADOW", "Progress", "RebuildResult", "SnapshotSource", "rebuild", "replay"]
 
 
 @dataclass
 class Progress:
-    """How far a rebuild is: records read out of records expected, and the rate."""
+    """How far a rebuild is: rows (or records) applied out of those expected, and the rate."""
 
     done: int
     expected: int
     started: float
+    unit: str = "records"
 
     @property
     def rate(self) -> float:
@@ -37,13 +67,21 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        return (self.expected - self.done) / self.rate if self.rate > 0 and self.done else None
+        if not self.expected or not self.done or self.rate <= 0:
+            return None
+        return max(0.0, self.expected - self.done) / self.rate
 
     def line(self, width: int = 30) -> str:
-        frac = min(1.0, self.done / self.expected) if self.expected else 1.0
+        if not self.expected:
+            return f"{self.done:,} {self.unit} applied (total unknown), {self.rate:,.0f}/s"
+        if self.done > self.expected:  # the expected figure was an estimate
+            return (f"[{'#' * width}] {self.done:,} {self.unit} (estimate was {self.expected:,}), "
+                    f"{self.rate:,.0f}/s")
+        frac = self.done / self.expected
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None else ""
-        return f"[{bar}] {self.done:,}/{self.expected:,} records ({frac:.0%}), {self.rate:,.0f}/s{eta}"
+        return (f"[{bar}] {self.done:,}/{self.expected:,} {self.unit} ({frac:.0%}), "
+                f"{self.rate:,.0f}/s{eta}")
 
 
 @dataclass
@@ -56,18 +94,148 @@ class RebuildResult:
     rows_after: dict[str, int]
     seconds: float
     resumed: bool
+    mode: str = "replay"
+    snapshot_rows: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # live keys the source no longer has
+    merged: int | None = None  # filtered backfill: rows offered to the live state
 
     def summary(self) -> str:
+        how = "resumed and finished" if self.resumed else "finished"
+        head = f"{self.mode} rebuild {how} in {self.seconds:.1f} s: {self.records:,} records read"
+        if self.mode != "replay":
+            head += f", {self.snapshot_rows:,} snapshot rows"
+        if self.merged is not None:
+            return head + f"; filtered backfill merged {self.merged:,} rows into the live state"
         parts = []
         for t in self.tables:
             before, after = self.rows_before.get(t, 0), self.rows_after.get(t, 0)
-            parts.append(f"{t}: {after:,} rows (was {before:,})")
-        how = "resumed and finished" if self.resumed else "finished"
-        return (f"rebuild {how}: {self.records:,} records replayed in {self.seconds:.1f} s; "
-                + "; ".join(parts))
+            parts.append(f"{t}: {after:,} rows (was {before:,}; {self.removed.get(t, 0):,} deleted "
+                         "rows reconciled)")
+        return head + "; " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "tables": self.tables, "records": self.records,
+                "snapshot_rows": self.snapshot_rows, "rows_before": self.rows_before,
+                "rows_after": self.rows_after, "removed": self.removed, "merged": self.merged,
+                "seconds": round(self.seconds, 3), "resumed": self.resumed}
 
 
-def _expected(bootstrap: str, topics: list[str], start: dict[tuple[str, int], int]) -> int:
+@dataclass
+class SnapshotSource:
+    """The connector side of a snapshot-based rebuild: how to reach it and signal it.
+
+    `producer` opens a connection to the producer database, when one is known: it is needed to
+    insert into the signal table (channel `source`) and to drop the slot (mode `fresh`), and is
+    used read-only for a row estimate (EXPLAIN) for the progress bar.
+    """
+
+    client: ConnectClient
+    connector: str
+    channel: str = "auto"
+    producer: Callable[[], Any] | None = None
+
+    def config(self) -> dict[str, str]:
+        config = self.client.get_config(self.connector)
+        if config is None:
+            raise RebuildError(f"connector {self.connector!r} does not exist on {self.client.url}: "
+                               "`ecst connectors list`")
+        return config
+
+    def state(self) -> str:
+        status = self.client.status(self.connector) or {}
+        return str((status.get("connector") or {}).get("state", "UNKNOWN"))
+
+
+# --------------------------------------------------------------------------------------------
+def replay(state_url: str, config: ConsumerConfig, bootstrap: str, *, restart: bool = False,
+           progress: Callable[[Progress], None] | None = None) -> RebuildResult:
+    """Rebuild every mapped topic's state from the topic, in a shadow copy, then swap it in."""
+    return rebuild("replay", state_url, config, bootstrap, restart=restart, progress=progress)
+
+
+def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *,
+            source: SnapshotSource | None = None, condition: str | None = None,
+            restart: bool = False, progress: Callable[[Progress], None] | None = None
+            ) -> RebuildResult:
+    """Rebuild the state of every topic in `config` with `mode` (one of MODES)."""
+    if mode not in MODES:
+        raise ConfigError(f"rebuild mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode != "replay" and source is None:
+        raise ConfigError(f"a {mode} rebuild needs the connector (--connector) to signal")
+    if condition is not None and mode != "incremental":
+        raise ConfigError("--where (a filtered backfill) works with the incremental mode only")
+    started = time.monotonic()
+    topics = [m.topic for m in config.topics]
+    live = StateStore(state_url)
+    shadow = StateStore(state_url, namespace=SHADOW)
+    try:
+        record = _open(shadow, mode, condition, restart)
+        resumed = record is not None
+        channels = None
+        if mode != "replay":
+            assert source is not None
+            channels = signals.Channels.of(source.connector, source.config())
+        if record is None:
+            record = _begin(shadow, mode, condition, topics, bootstrap, source, channels)
+        run = _Run(shadow, config, bootstrap, record, progress, mode, condition)
+        if record["phase"] == "starting":
+            _trigger(mode, record, source, channels, bootstrap)
+            record["phase"] = "snapshotting"
+            shadow.save_rebuild_record(record)
+        if mode == "replay":
+            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)
+        elif mode == "incremental":
+            assert channels is not None
+            follower = _Notifications(bootstrap, channels.require_notifications(),
+                                      record["notify_from"], record["signal_id"])
+            try:
+                run.consumer.run(until=follower.completed, on_batch=run.on_batch)
+            finally:
+                follower.close()
+            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)  # what was sent before
+        else:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            run.consumer.run(until_ready=True, on_batch=run.on_batch,
+                             until=lambda: _not_started(run.consumer, topics, deadline, mode))
+        run.save(force=True)
+        return _finish(live, shadow, run, started, resumed, topics)
+    finally:
+        live.close()
+        shadow.close()
+
+
+# --------------------------------------------------------------------------------------------
+def _open(shadow: StateStore, mode: str, condition: str | None, restart: bool) -> dict | None:
+    """The rebuild to resume, if any; refuses to mix modes."""
+    record = shadow.rebuild_record()
+    if restart:
+        shadow.discard()
+        return None
+    if record is None:
+        if shadow.tables() or shadow.stored_offsets():
+            if mode == "replay":  # a shadow without a record (an older ecst): resume the replay
+                return {"mode": "replay", "phase": "snapshotting", "condition": None,
+                        "rows_applied": 0, "rows_expected": 0, "started_at": time.time()}
+            raise RebuildError("a shadow copy without bookkeeping exists: re-run with --restart")
+        return None
+    if (record["mode"], record.get("condition")) != (mode, condition):
+        what = record["mode"] + (f" --where {record['condition']!r}" if record.get("condition") else "")
+        raise RebuildError(f"a {what} rebuild is in progress since "
+                           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))}: "
+                           f"run `ecst rebootstrap {what}` to resume it, or add --restart to discard it")
+    return record
+
+
+def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): o for tp, o in probe.end_offsets(tps).items()} if tps else {}
+    finally:
+        probe.close()
+
+
+def _expected_records(bootstrap: str, topics: list[str], start: dict[tuple[str, int], int]) -> int:
     probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
@@ -77,43 +245,228 @@ def _expected(bootstrap: str, topics: list[str], start: dict[tuple[str, int], in
         probe.close()
 
 
-def replay(state_url: str, config: ConsumerConfig, bootstrap: str, *,
-           progress: Callable[[Progress], None] | None = None) -> RebuildResult:
-    """Rebuild every mapped topic's state from the topic, in a shadow copy, then swap it in."""
-    started = time.monotonic()
-    live = StateStore(state_url)
-    shadow = StateStore(state_url, namespace=SHADOW)
-    stored = shadow.stored_offsets()
-    resumed = bool(stored)
-    topics = [m.topic for m in config.topics]
-    state = Progress(0, _expected(bootstrap, topics, stored), time.monotonic())
-    consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
-                        bootstrap_servers=bootstrap)
-
-    def on_batch(_stats: ApplyStats) -> None:
-        state.done = consumer.stats.records
-        if progress is not None:
-            progress(state)
+def _estimate(source: SnapshotSource | None, tables: list[str], condition: str | None) -> int:
+    if source is None or source.producer is None:
+        return 0
+    from ecst.verify import estimate_rows
 
     try:
-        consumer.run(until_caught_up=True, on_batch=on_batch)
-        for topic in topics:  # the replay reached the end: a complete copy, markers or not
-            shadow.mark_snapshot_complete(topic)
-        rows_before = {t: _count(live, t) for t in shadow.tables()}
-        tables = live.promote(shadow)
-        rows_after = {t: _count(live, t) for t in tables}
-    finally:
-        live.close()
-        shadow.close()
-    return RebuildResult(tables, consumer.stats.records, rows_before, rows_after,
-                         time.monotonic() - started, resumed)
-
-
-def _count(store: StateStore, table: str) -> int:
-    if not store.has_table(table):
+        with source.producer() as conn:
+            return sum(estimate_rows(conn, t, condition) for t in tables)
+    except Exception as exc:  # an estimate only: the rebuild does not depend on it
+        log.warning("no row estimate from the producer database (%s)", exc)
         return 0
-    from sqlalchemy import func, select
 
-    t = store.load_table(table)
-    with store.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(t)).scalar_one()
+
+def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[str], bootstrap: str,
+           source: SnapshotSource | None, channels: signals.Channels | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"mode": mode, "condition": condition, "phase": "starting",
+                              "started_at": time.time(), "rows_applied": 0, "rate": 0.0,
+                              "signal_id": signals.new_signal_id(), "notify_from": {}}
+    if mode == "replay":
+        record["rows_expected"] = _expected_records(bootstrap, topics, {})
+        shadow.begin_rebuild({}, record)
+        return record
+    assert source is not None and channels is not None
+    record["connector"] = source.connector
+    record["tables"] = [signals.data_collection(t, channels.prefix) for t in topics]
+    record["rows_expected"] = _estimate(source, record["tables"], condition)
+    if mode == "incremental":
+        ntopic = channels.require_notifications()
+        record["notify_from"] = {str(p): o for (_t, p), o in _end_offsets(bootstrap, [ntopic]).items()}
+    start = _end_offsets(bootstrap, topics)  # {} when the topic is gone (fresh): from its start
+    shadow.begin_rebuild(start, record)
+    log.info("%s rebuild starts at %s", mode, start)
+    return record
+
+
+def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
+             channels: signals.Channels | None, bootstrap: str) -> None:
+    if mode == "replay":
+        return
+    assert source is not None and channels is not None
+    config = source.config()
+    if mode == "fresh":
+        _reset_connector(source, config)
+        return
+    if source.state() != "RUNNING":
+        raise RebuildError(f"connector {source.connector!r} is {source.state()}, not RUNNING: it cannot "
+                           "take a snapshot signal (`ecst connectors status`)")
+    signal = signals.SnapshotSignal(record["signal_id"], tuple(record["tables"]), mode,
+                                    record.get("condition"))
+    channel = channels.choose(source.channel)
+    if channel == "source":
+        if source.producer is None:
+            raise ConfigError("the signal-table channel needs the producer database: pass "
+                              "--producer-url, or use --channel kafka")
+        assert channels.signal_table is not None
+        with source.producer() as conn:
+            signals.send_via_table(conn, channels.signal_table, signal)
+    else:
+        assert channels.kafka_topic is not None  # the worker's signal.kafka.bootstrap.servers is
+        # the same cluster as seen from the worker; ecst produces through its own address
+        signals.send_via_kafka(bootstrap, channels.kafka_topic, channels.prefix, signal)
+    log.info("sent %s snapshot signal %s through the %s channel", mode, signal.id, channel)
+
+
+def _reset_connector(source: SnapshotSource, config: dict[str, str]) -> None:
+    mode = config.get("snapshot.mode", "initial")
+    if mode not in SNAPSHOT_MODES_FOR_FRESH:
+        raise RebuildError(f"connector {source.connector!r} has snapshot.mode={mode}: a reset connector "
+                           f"would not snapshot; use one of {sorted(SNAPSHOT_MODES_FOR_FRESH)}")
+    client, name = source.client, source.connector
+    client.stop(name)
+    deadline = time.monotonic() + 60
+    while source.state() != "STOPPED":
+        if time.monotonic() > deadline:
+            raise RebuildError(f"connector {name!r} did not stop within 60 s (`ecst connectors status`)")
+        time.sleep(0.5)
+    slot = config.get("slot.name", "debezium")
+    if source.producer is not None:
+        from ecst.demo import wait_for_slot_inactive
+
+        with source.producer() as conn:
+            wait_for_slot_inactive(conn, slot)
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND NOT active", (slot,))
+        log.info("dropped replication slot %s: the connector creates a new one", slot)
+    else:
+        log.warning("no producer database given: slot %s is kept; the new snapshot then streams "
+                    "from the slot's position (duplicates are harmless)", slot)
+    client.reset_offsets(name)
+    client.resume(name)
+    log.info("connector %s reset: it takes a new initial snapshot", name)
+
+
+class _Run:
+    """The shadow consumer of one rebuild, and its progress bookkeeping."""
+
+    def __init__(self, shadow: StateStore, config: ConsumerConfig, bootstrap: str, record: dict[str, Any],
+                 progress: Callable[[Progress], None] | None, mode: str, condition: str | None) -> None:
+        self.shadow, self.record, self.callback, self.mode = shadow, record, progress, mode
+        self.base = int(record.get("rows_applied", 0))
+        unit = "records" if mode == "replay" else "rows"
+        self.progress = Progress(self.base, int(record.get("rows_expected", 0)), time.monotonic(), unit)
+        accept = _snapshot_rows_only if condition else None
+        # a snapshot mode knows completion from the snapshot itself, never from a caught-up replay
+        self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
+                                 bootstrap_servers=bootstrap, accept=accept,
+                                 cold_start_completes=mode == "replay")
+        self.saved = 0.0
+
+    @property
+    def snapshot_rows(self) -> int:
+        return self.consumer.stats.apply.by_op["r"]
+
+    def on_batch(self, _stats: ApplyStats) -> None:
+        done = self.consumer.stats.records if self.mode == "replay" else self.snapshot_rows
+        self.progress.done = self.base + done
+        if self.callback is not None:
+            self.callback(self.progress)
+        self.save()
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.saved >= SAVE_EVERY_S:
+            self.saved = now
+            self.record["rows_applied"] = self.progress.done
+            self.record["rate"] = round(self.progress.rate, 1)
+            self.shadow.save_rebuild_record(self.record)
+
+
+def _snapshot_rows_only(event: ChangeEvent) -> bool:
+    return event.op == "r" and event.snapshot == "incremental"
+
+
+def _not_started(consumer: Consumer, topics: list[str], deadline: float, mode: str) -> bool:
+    """For `until=`: never stops the run, but fails it when no snapshot began in time."""
+    if time.monotonic() > deadline and not any(t in consumer.snapshots for t in topics):
+        raise RebuildError(f"no {mode} snapshot started within {START_TIMEOUT_S:.0f} s: check the "
+                           "connector (`ecst connectors status`); re-running the same command "
+                           "resumes waiting")
+    return False
+
+
+class _Notifications:
+    """Follows the notification topic for one incremental snapshot (by signal id)."""
+
+    def __init__(self, bootstrap: str, topic: str, start: dict[str, int], signal_id: str) -> None:
+        self.signal_id = signal_id
+        self.topic = topic
+        self.deadline = time.monotonic() + START_TIMEOUT_S
+        self.started = False
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
+                                      auto_offset_reset="earliest")
+        self.start = {int(p): o for p, o in start.items()}
+        self.assigned = False
+
+    def _assign(self) -> None:
+        parts = self.consumer.partitions_for_topic(self.topic)
+        if not parts:
+            self.consumer.topics()  # refresh metadata: the topic appears with the first notification
+            return
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        for tp in tps:
+            self.consumer.seek(tp, self.start.get(tp.partition, 0))
+        self.assigned = True
+
+    def completed(self) -> bool:
+        if not self.assigned:
+            self._assign()
+        if self.assigned:
+            for messages in self.consumer.poll(timeout_ms=0).values():
+                for m in messages:
+                    n = signals.parse_notification(m.value)
+                    if n is None or n.id != self.signal_id:
+                        continue
+                    self.started = True
+                    log.info("incremental snapshot %s: %s %s", n.id, n.type, n.data)
+                    if n.type == signals.ABORTED:
+                        raise RebuildError(f"Debezium aborted incremental snapshot {n.id}: see the "
+                                           "connector's log; re-run with --restart to start over")
+                    if n.type == signals.COMPLETED:
+                        return True
+        if not self.started and time.monotonic() > self.deadline:
+            raise RebuildError(f"the connector did not start snapshot {self.signal_id} within "
+                               f"{START_TIMEOUT_S:.0f} s: is it RUNNING, and does it watch the signal "
+                               "channel? (`ecst connectors status`, `ecst connectors doctor`); re-running "
+                               "the same command resumes waiting")
+        return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _finish(live: StateStore, shadow: StateStore, run: _Run, started: float, resumed: bool,
+            topics: list[str]) -> RebuildResult:
+    record = run.record
+    result = RebuildResult([], run.consumer.stats.records, {}, {}, 0.0, resumed, record["mode"],
+                           run.progress.done if record["mode"] != "replay" else 0)
+    if record.get("condition"):
+        result.tables = shadow.tables()
+        result.merged = live.merge_from(shadow)
+        shadow.discard()
+    else:
+        for topic in topics:  # the snapshot (or replay) is complete and the shadow caught up
+            shadow.mark_snapshot_complete(topic)
+        tables = shadow.tables()
+        result.rows_before = {t: live.count(t) for t in tables}
+        result.removed = {t: _missing_from(live, shadow, t) for t in tables}
+        result.tables = live.promote(shadow)
+        result.rows_after = {t: live.count(t) for t in result.tables}
+    result.seconds = time.monotonic() - started
+    live.save_rebuild_record({**record, "phase": "complete", "finished_at": time.time(),
+                              "result": result.as_dict()})
+    return result
+
+
+def _missing_from(live: StateStore, shadow: StateStore, table: str) -> int:
+    """How many live keys the shadow does not have: the deletes the swap reconciles."""
+    if not live.has_table(table):
+        return 0
+    lt, st = live.load_table(table), shadow.load_table(table)
+    keys = [c.name for c in st.primary_key.columns]
+    with live.engine.connect() as conn:
+        match = select(1).where(*[st.c[k] == lt.c[k] for k in keys]).exists()
+        return conn.execute(select(func.count()).select_from(lt).where(~match)).scalar_one()

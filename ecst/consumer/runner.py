@@ -43,6 +43,7 @@ from ecst.exceptions import EventError, StackError, StateStoreError
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
+REBUILD_CHECK_S = 5.0  # how often the loop looks for a rebuild's progress (for /metrics)
 TRANSIENT_RETRIES = 5
 
 
@@ -115,6 +116,8 @@ class Consumer:
         poll_timeout_ms: int = 500,
         metrics: Metrics | None = None,
         client_id: str = "ecst-consumer",
+        accept: Callable[[ChangeEvent], bool] | None = None,
+        cold_start_completes: bool = True,
     ) -> None:
         config = config or ConsumerConfig()
         if topics:
@@ -133,6 +136,9 @@ class Consumer:
         self._caught_up_once = False
         self._last_purge = 0.0
         self._snapshots: dict[str, SnapshotState] = {}  # as of the loop's latest turn
+        self.accept = accept  # events it rejects are skipped like heartbeats (a filtered backfill)
+        self.cold_start_completes = cold_start_completes  # see _complete_cold_start
+        self._rebuild_checked = 0.0
 
     # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
@@ -196,10 +202,12 @@ class Consumer:
         stop: threading.Event | None = None,
         topic_timeout_s: float = 120.0,
         on_batch: Callable[[ApplyStats], None] | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> RunStats:
         """Consume until `stop` is set, or (with `until_caught_up`) until every partition's
         applied offset reaches the end offset the topic had when the run started, or (with
-        `until_ready`) until every topic's snapshot has been completely applied."""
+        `until_ready`) until every topic's snapshot has been completely applied, or until
+        `until()` (asked once per loop turn) returns True."""
         stop = stop or threading.Event()
         consumer = self._connect()
         try:
@@ -207,6 +215,9 @@ class Consumer:
             targets = consumer.end_offsets(partitions)
             beginnings = consumer.beginning_offsets(partitions)
             log.info("end offsets at start: %s", _fmt(targets))
+            stored = self.store.stored_offsets()
+            cold = [t for t in self.topics if self.cold_start_completes
+                    and not any(k[0] == t for k in stored)]
             self._listener = _SeekToStoredOffsets(consumer, self.store)
             consumer.subscribe(self.topics, listener=self._listener)
             while not stop.is_set():
@@ -226,11 +237,16 @@ class Consumer:
                 self._complete_snapshots()  # also after a crash between the two commits
                 caught_up = self._caught_up(consumer, targets, beginnings)
                 self._caught_up_once = self._caught_up_once or caught_up
+                if caught_up and cold:
+                    self._complete_cold_start(cold, targets, beginnings)
+                    cold = []
                 self._observe(consumer)
                 self._maybe_purge()
                 if until_caught_up and caught_up:
                     break
                 if until_ready and self.snapshot_applied():
+                    break
+                if until is not None and until():
                     break
         finally:
             try:
@@ -251,6 +267,8 @@ class Consumer:
                 event = tombstone_delete(record, mapping.table)
             if event is not None:
                 event = map_event(event, mapping)
+                if self.accept is not None and not self.accept(event):
+                    event = None
             return _Decoded(record, event)
         except EventError as exc:
             return _Decoded(record, error=str(exc))
@@ -385,6 +403,25 @@ class Consumer:
             states = self.store.snapshot_states()
         self._snapshots = states
 
+    def _complete_cold_start(self, topics: list[str], targets: dict[TopicPartition, int],
+                             beginnings: dict[TopicPartition, int]) -> None:
+        """A cold start (no stored offsets) that replayed a topic to the end offsets of its start,
+        without meeting any snapshot marker, holds a complete copy: compaction removed the
+        markers (their keys changed since), and the compacted topic is the table. A topic whose
+        `first` marker was seen waits for its `last`; an empty topic waits for its snapshot."""
+        for topic in topics:
+            has_records = any(end > beginnings.get(tp, 0) for tp, end in targets.items() if tp.topic == topic)
+            if has_records and topic not in self._snapshots:
+                self.store.mark_snapshot_complete(topic)
+                log.info("%s replayed from its beginning without snapshot markers (compacted away): "
+                         "the copy is complete", topic)
+        self._snapshots = self.store.snapshot_states()
+
+    @property
+    def snapshots(self) -> dict[str, SnapshotState]:
+        """Each topic's snapshot state, as of the loop's latest turn."""
+        return self._snapshots
+
     def snapshot_applied(self) -> bool:
         """True once the snapshot of every subscribed topic has been completely applied (as of
         the consumer loop's latest turn; cheap enough for every /readyz request)."""
@@ -438,6 +475,20 @@ class Consumer:
                              1.0 if t in states and states[t].state == SNAPSHOT_COMPLETE else 0.0,
                              topic=t)
         self.metrics.set("ecst_ready", 1.0 if self.ready() else 0.0)
+        if time.monotonic() - self._rebuild_checked >= REBUILD_CHECK_S:
+            self._rebuild_checked = time.monotonic()
+            self.observe_rebuild()
+
+    def observe_rebuild(self) -> None:
+        """Export the progress of a rebuild of this state (run by `ecst rebootstrap` in another
+        process, which records it in the shadow's bookkeeping) as gauges."""
+        doc = self.store.rebuild_in_progress() if not self.store.ns else None
+        for mode in ("replay", "incremental", "blocking", "fresh"):
+            running = doc is not None and doc.get("mode") == mode
+            self.metrics.set("ecst_rebuild_in_progress", 1.0 if running else 0.0, mode=mode)
+        self.metrics.set("ecst_rebuild_rows_applied", float(doc["rows_applied"]) if doc else 0.0)
+        self.metrics.set("ecst_rebuild_rows_expected", float(doc["rows_expected"]) if doc else 0.0)
+        self.metrics.set("ecst_rebuild_rows_per_second", float(doc.get("rate", 0.0)) if doc else 0.0)
 
     def _maybe_purge(self) -> None:
         now = time.monotonic()

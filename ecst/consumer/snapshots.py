@@ -5,6 +5,10 @@ All rows of one snapshot carry the snapshot's position, which identifies it. Its
 `last` makes the snapshot pending until every partition reaches the end offsets of that
 moment (the snapshot's other rows may sit in partitions not yet read that far); a `first` of a
 snapshot that is already pending or complete changes nothing.
+
+Once a topic's copy is complete it stays complete: streaming keeps it current, so a later
+snapshot (a blocking snapshot, a connector reset) must not take the service out of readiness.
+A rebuild follows that later snapshot in its own shadow copy, which starts with no state.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.store import SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
+from ecst.consumer.store import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
 
 FIRST_MARKERS = frozenset({"first", "first_in_data_collection"})
 LAST_MARKERS = frozenset({"last", "last_in_data_collection"})
@@ -35,6 +39,8 @@ def snapshot_transitions(
     updates: dict[str, SnapshotState] = {}
     for topic in sorted(firsts.keys() | lasts.keys()):
         current = known.get(topic)
+        if current is not None and current.state == SNAPSHOT_COMPLETE:
+            continue
         first, last = firsts.get(topic, -1), lasts.get(topic, -1)
         if last >= 0 and last >= first and (current is None or last >= current.position):
             updates[topic] = SnapshotState(SNAPSHOT_PENDING, last, end_offsets(topic))

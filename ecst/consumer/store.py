@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     and_,
     bindparam,
     create_engine,
@@ -53,6 +54,8 @@ DELETED_TABLE = "ecst_deleted"
 SNAPSHOTS_TABLE = "ecst_snapshots"
 COLUMNS_TABLE = "ecst_columns"
 META_TABLE = "ecst_meta"
+REBUILD_TABLE = "ecst_rebuild"
+SHADOW = "ecst_shadow__"  # the namespace of a rebuild's shadow copy
 SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
 _CHUNK = 500
 
@@ -175,6 +178,15 @@ class StateStore:
             Column("column_name", String(255), primary_key=True),
             Column("spec", String(4000), nullable=False),
         )
+        # A rebuild's bookkeeping (mode, signal, progress) as JSON: in a shadow namespace, the
+        # rebuild in progress; in the live state, the last one that finished.
+        self.rebuilds = Table(
+            namespace + REBUILD_TABLE,
+            self.meta,
+            Column("key", String(64), primary_key=True),
+            Column("doc", Text, nullable=False),
+            Column("updated_at", DateTime, nullable=False),
+        )
         # Live state only: a generation number that every swap increments (the fence).
         self.meta_table = Table(
             META_TABLE,
@@ -238,6 +250,81 @@ class StateStore:
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["topic"], set_={"state": SNAPSHOT_COMPLETE, "updated_at": now}))
 
+    def rebuild_record(self) -> dict[str, Any] | None:
+        """The rebuild bookkeeping stored in this namespace, if any."""
+        with self.engine.connect() as conn:
+            doc = conn.execute(select(self.rebuilds.c.doc)
+                               .where(self.rebuilds.c.key == "current")).scalar()
+        return json.loads(doc) if doc else None
+
+    def rebuild_in_progress(self) -> dict[str, Any] | None:
+        """The bookkeeping of a rebuild writing this state's shadow copy, if one is running;
+        read-only (creates nothing when there is no shadow)."""
+        name = SHADOW + REBUILD_TABLE
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(name):
+                return None
+            doc = conn.execute(text(f'SELECT doc FROM "{name}" WHERE key = \'current\'')).scalar()
+        return json.loads(doc) if doc else None
+
+    def save_rebuild_record(self, doc: dict[str, Any], conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.save_rebuild_record(doc, own)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        stmt = self._insert(self.rebuilds).values(key="current", doc=json.dumps(doc), updated_at=now)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"],
+                                                set_={"doc": stmt.excluded.doc, "updated_at": now}))
+        return None
+
+    def begin_rebuild(self, offsets: dict[tuple[str, int], int], doc: dict[str, Any]) -> None:
+        """Start an empty shadow copy at `offsets` with its bookkeeping, in one transaction."""
+        if not self.ns:
+            raise StateStoreError("begin_rebuild() is for a shadow namespace, not the live state")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.engine.begin() as conn:
+            if offsets:
+                conn.execute(self.offsets.insert(), [
+                    {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
+                    for (t, p), o in sorted(offsets.items())])
+            self.save_rebuild_record(doc, conn)
+
+    def discard(self) -> None:
+        """Drop everything in this (shadow) namespace: its tables and its bookkeeping."""
+        if not self.ns:
+            raise StateStoreError("discard() is for a shadow namespace, never the live state")
+        tables = self.tables()
+        with self.engine.begin() as conn:
+            insp = inspect(conn)
+            for t in tables:
+                if insp.has_table(self.physical(t)):
+                    conn.execute(text(f'DROP TABLE "{self.physical(t)}"'))
+            for bookkeeping in (self.offsets, self.deleted, self.snapshots, self.columns, self.rebuilds):
+                conn.execute(delete(bookkeeping))
+        self._tables.clear()
+
+    def merge_from(self, shadow: StateStore) -> int:
+        """Apply every row of a shadow copy to this state, in one transaction, through the same
+        guards as any event (a row never replaces a newer one, nor resurrects a newer delete).
+        For a filtered backfill: it touches only the keys the shadow holds. Returns rows offered."""
+        events: list[ChangeEvent] = []
+        for name in shadow.tables():
+            with shadow.engine.connect() as conn:
+                fields = shadow._recorded_fields(conn, name)
+                table = shadow.load_table(name, conn)
+                rows = [dict(r._mapping) for r in conn.execute(select(table))]
+            key_cols = [c.name for c in table.primary_key.columns]
+            field_list = tuple(fields.values())
+            key_fields = tuple(fields[k] for k in key_cols if k in fields)
+            for row in rows:
+                position = row.pop(POSITION)
+                events.append(ChangeEvent("r", name, {k: row[k] for k in key_cols}, row, position,
+                                          "", 0, 0, snapshot="incremental", fields=field_list,
+                                          key_fields=key_fields))
+        if events:
+            self.apply(events, {})
+        return len(events)
+
     def purge_tombstones(self, older_than: dt.datetime) -> int:
         """Forget delete tombstones recorded before `older_than`; returns how many."""
         with self.engine.begin() as conn:
@@ -250,6 +337,15 @@ class StateStore:
         with self.engine.connect() as conn:
             cols = [c for c in t.columns if c.name != POSITION]
             return [dict(r._mapping) for r in conn.execute(select(*cols))]
+
+    def count(self, table: str) -> int:
+        """Rows in a state table (0 when it does not exist)."""
+        if not self.has_table(table):
+            return 0
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(self.load_table(table, conn))).scalar_one()
 
     def has_table(self, table: str) -> bool:
         with self.engine.connect() as conn:
@@ -521,6 +617,7 @@ class StateStore:
                 conn.execute(delete(mine).where(mine.c[column].in_(keys)))
                 conn.execute(mine.insert().from_select(list(theirs.c.keys()), select(theirs)))
                 conn.execute(text(f'DROP TABLE "{theirs.name}"'))
+            conn.execute(text(f'DROP TABLE IF EXISTS "{shadow.rebuilds.name}"'))
             stmt = self._insert(self.meta_table).values(key="generation", value=self._generation(conn) + 1)
             conn.execute(stmt.on_conflict_do_update(index_elements=["key"],
                                                     set_={"value": stmt.excluded.value}))

@@ -74,6 +74,7 @@ class LocalStack:
             "ECST_PGDATABASE": PRODUCER_DB,
             "ECST_CONNECTOR_USER": CONNECTOR_ROLE,
             "ECST_CONNECTOR_PASSWORD": self.postgres.connector_password,
+            "ECST_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
         }
 
     @property

@@ -52,11 +52,16 @@ class Capture:
         self.table = table or f"users_{uid}"
         doc = yaml.safe_load((ROOT / "connectors" / "users.yaml").read_text())
         doc["name"] = f"users-{uid}"
+        self.signal_table = f"signal_{uid}"
         doc["config"].update({
             "table.include.list": f"public.{self.table}",
             "slot.name": f"ecst_{uid}",
             "publication.name": f"ecst_{uid}",
             "topic.prefix": f"t{uid}",
+            "signal.data.collection": f"public.{self.signal_table}",
+            "signal.kafka.topic": f"t{uid}.signals",
+            "notification.sink.topic.name": f"t{uid}.notifications",
+            "signal.kafka.bootstrap.servers": stack.bootstrap,  # the worker's env names the local stack's
         })
         self.doc = doc
         self.definition = parse_definition(doc, environ={})
@@ -69,7 +74,8 @@ class Capture:
         self.prepare()
 
     def prepare(self) -> None:
-        source.prepare_capture(self.conn, self.table, self.definition.config["publication.name"])
+        source.prepare_capture(self.conn, self.table, self.definition.config["publication.name"],
+                               signal_table=self.signal_table)
 
     def apply(self) -> str:
         return apply_mod.apply(self.client, self.definition).action
@@ -100,8 +106,9 @@ class Capture:
         self.client.delete(self.definition.name)
         wait_for_slot_inactive(self.conn, cfg["slot.name"])
         source.drop_capture(self.conn, cfg["slot.name"], cfg["publication.name"])
-        self.conn.execute(f'DROP TABLE IF EXISTS "{self.table}" CASCADE')
-        delete_topics(self.stack.bootstrap, [self.topic])
+        self.conn.execute(f'DROP TABLE IF EXISTS "{self.table}", "{self.signal_table}" CASCADE')
+        delete_topics(self.stack.bootstrap, [self.topic, cfg["signal.kafka.topic"],
+                                             cfg["notification.sink.topic.name"]])
         self.conn.close()
 
 

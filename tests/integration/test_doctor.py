@@ -35,8 +35,10 @@ def test_a_correctly_set_up_database_passes(capture, tmp_path):
     capture.apply()
     r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE)
     assert r.returncode == 0, r.stdout + r.stderr
-    for check in ("wal_level", "role", "select", "publication", "primary_key", "heartbeat"):
+    for check in ("wal_level", "role", "select", "signal", "publication", "primary_key", "heartbeat"):
         assert statuses(findings, check) == ["ok"], (check, findings.get(check))
+    # the signal table is in the publication by design: "exactly" allows it
+    assert capture.signal_table in findings["publication"][0]["message"]
     assert statuses(findings, "replica_identity") == ["warn"]  # DEFAULT identity, text columns
     slot = capture.doc["config"]["slot.name"]
     assert any(slot in f["message"] and f["status"] == "ok" for f in findings["slot_wal"])
@@ -121,3 +123,13 @@ def test_wal_level_replica_is_reported(capture, tmp_path, replica_cluster):
     assert wal["status"] == "fail" and wal["message"] == "wal_level is replica: logical decoding is off"
     assert wal["fix"] == "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
     assert "admin-pw-123" not in r.stdout + r.stderr
+
+
+def test_a_signal_table_the_connector_cannot_write_is_reported(capture, tmp_path):
+    capture.create(rows=1)
+    capture.conn.execute(f'REVOKE INSERT ON "{capture.signal_table}" FROM {CONNECTOR_ROLE}')
+    r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE)
+    assert r.returncode == 1
+    [finding] = findings["signal"]
+    assert finding["status"] == "fail" and "cannot INSERT" in finding["message"]
+    assert finding["fix"] == f"GRANT SELECT, INSERT ON public.{capture.signal_table} TO {CONNECTOR_ROLE}"

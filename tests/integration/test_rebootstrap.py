@@ -116,7 +116,7 @@ def test_a_rebuild_killed_midway_resumes_and_finishes(capture, tmp_path):
     assert not capture.compare(store).matches  # nothing was swapped in: the live copy is as it was
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("rebuild resumed and finished")
+    assert done.stdout.startswith("replay rebuild resumed and finished")
     result = capture.compare(store)
     assert result.matches, result.summary()
     store.close()

@@ -32,7 +32,10 @@ def test_postgres_runs_with_logical_wal_and_creates_the_connector_role_and_publi
     init = SERVICES["postgres"]["volumes"][0].split(":")[0]
     script = (ROOT / init).read_text()
     assert f"CREATE ROLE {CONNECTOR_ROLE} WITH LOGIN REPLICATION NOSUPERUSER" in script
-    assert f"CREATE PUBLICATION {USERS.config['publication.name']} FOR TABLE users" in script
+    signal = USERS.config["signal.data.collection"].split(".")[-1]
+    assert f"CREATE PUBLICATION {USERS.config['publication.name']} FOR TABLE users, {signal};" in script
+    assert f"-v table={signal} -f /ecst-sql/signal.sql" in script
+    assert f"GRANT SELECT, INSERT ON {signal} TO {CONNECTOR_ROLE}" in script
     # the table is the one the local stack's demo creates, from the same file
     mounts = dict(v.split(":")[:2] for v in SERVICES["postgres"]["volumes"])
     sql_dir = next(host for host, inside in mounts.items() if inside == "/ecst-sql")

@@ -54,9 +54,14 @@ def test_truncate_has_no_key():
     assert (e.op, e.key, e.after, e.position) == ("t", {}, None, 99)
 
 
-def test_incremental_snapshot_rows_take_position_from_sequence():
-    assert source_position({"lsn": None, "sequence": '["100","250"]'}) == 250
-    assert source_position({"lsn": 42, "sequence": '["100","250"]'}) == 42
+def test_positions_order_by_commit_not_by_statement():
+    # recorded on the real stack (docs/positions.md): an initial-snapshot row, an incremental
+    # chunk row, then the update of a transaction that was open while the chunk was read
+    initial = source_position({"lsn": 763384672, "sequence": '[null,"763384672"]'})
+    chunk = source_position({"lsn": None, "sequence": '["773233832","773233832"]'})
+    late_commit = source_position({"lsn": 773231920, "sequence": '["773234968","773231920"]'})
+    assert initial == 763384672 and chunk == 773233832
+    assert late_commit == 773234968 > chunk  # by lsn alone (773231920) it would lose
     with pytest.raises(EventError, match="no source position"):
         source_position({"lsn": None, "sequence": None})
 
@@ -109,8 +114,14 @@ def test_flattened_rewrite_delete_is_a_delete():
 
 
 def test_flattened_without_lsn_says_which_smt_setting_to_add():
-    with pytest.raises(EventError, match="add 'lsn' to the SMT's add.fields"):
+    with pytest.raises(EventError, match="add 'lsn' and 'sequence' to the SMT's add.fields"):
         decode(flat({"id": 1, "email": "x", "__op": "c", "__deleted": "false"}))
+
+
+def test_flattened_incremental_rows_take_their_position_from_sequence():
+    e = decode(flat({"id": 1, "email": "x", "__op": "r", "__lsn": None, "__sequence": '["700","710"]',
+                     "__source_snapshot": "incremental", "__deleted": "false"}))
+    assert (e.position, e.snapshot) == (710, "incremental")
 
 
 def test_flattened_schemaless_with_table_and_snapshot_fields():

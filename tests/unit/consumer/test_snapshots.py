@@ -29,8 +29,16 @@ def test_first_read_after_last_of_the_same_snapshot_changes_nothing():
                                 ENDS.get) == {}
 
 
-def test_a_newer_snapshot_starts_over_and_plain_rows_change_nothing():
+def test_a_complete_copy_stays_complete_through_a_later_snapshot():
+    # a blocking snapshot or a connector reset re-snapshots the table: the copy that streaming
+    # kept current stays ready (zero downtime); a rebuild tracks the new snapshot in its shadow
     done = {"t": SnapshotState("complete", 100)}
-    assert snapshot_transitions([marker("first", 500)], done, ENDS.get) == {
+    assert snapshot_transitions([marker("first", 500)], done, ENDS.get) == {}
+    assert snapshot_transitions([marker("first", 500), marker("last", 500)], done, ENDS.get) == {}
+
+
+def test_a_newer_snapshot_restarts_an_unfinished_one_and_plain_rows_change_nothing():
+    running = {"t": SnapshotState("running", 100)}
+    assert snapshot_transitions([marker("first", 500)], running, ENDS.get) == {
         "t": SnapshotState("running", 500)}
-    assert snapshot_transitions([marker("true", 500), marker(None, 600)], done, ENDS.get) == {}
+    assert snapshot_transitions([marker("true", 500), marker(None, 600)], running, ENDS.get) == {}

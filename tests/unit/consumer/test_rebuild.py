@@ -1,0 +1,106 @@
+"""Rebuild bookkeeping on a real SQLite file: progress, resume rules, shadow start, filtered
+merge through the guards, and the status report. (The modes themselves run on the real stack,
+in tests/integration/test_rebootstrap*.py.)"""
+
+import time
+
+import pytest
+
+from ecst.consumer.events import Record, decode
+from ecst.consumer.rebuild import Progress, RebuildResult, _open
+from ecst.consumer.status import render_text, state_status
+from ecst.consumer.store import SHADOW, StateStore
+from ecst.exceptions import RebuildError, StateStoreError
+from tests.unit.consumer.envelopes import envelope, row
+
+TOPIC = "producer.public.users"
+
+
+def event(op, id_, lsn, offset=0, **kw):
+    key, value = envelope(op, id_, lsn, **kw)
+    return decode(Record(TOPIC, 0, offset, key, value))
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+def test_progress_reads_with_and_without_a_known_total():
+    p = Progress(50, 200, time.monotonic() - 10, "rows")
+    assert p.line().startswith("[#######-----------------------] 50/200 rows (25%), 5/s, ETA 30 s")
+    unknown = Progress(50, 0, time.monotonic() - 10, "rows")
+    assert unknown.line() == "50 rows applied (total unknown), 5/s" and unknown.eta_s is None
+    beyond = Progress(250, 200, time.monotonic() - 10, "rows")  # the total was the planner's estimate
+    assert beyond.line().endswith("] 250 rows (estimate was 200), 25/s") and beyond.eta_s == 0
+
+
+def test_the_summary_names_reconciled_deletes_or_the_merge():
+    full = RebuildResult(["users"], 120, {"users": 90}, {"users": 100}, 3.2, False, "incremental", 100,
+                         {"users": 4})
+    assert full.summary() == ("incremental rebuild finished in 3.2 s: 120 records read, 100 snapshot rows; "
+                              "users: 100 rows (was 90; 4 deleted rows reconciled)")
+    merged = RebuildResult(["users"], 10, {}, {}, 1.0, True, "incremental", 10, merged=10)
+    assert merged.summary().endswith("resumed and finished in 1.0 s: 10 records read, 10 snapshot rows; "
+                                     "filtered backfill merged 10 rows into the live state")
+
+
+def test_a_rebuild_resumes_only_in_its_own_mode_and_restart_discards_it(url):
+    shadow = StateStore(url, namespace=SHADOW)
+    shadow.begin_rebuild({(TOPIC, 0): 7}, {"mode": "incremental", "condition": None, "phase": "snapshotting",
+                                           "started_at": time.time(), "rows_applied": 3, "rows_expected": 9})
+    shadow.apply([event("r", 1, 100, after=row(1), snapshot="incremental")], {(TOPIC, 0): 8})
+    assert _open(shadow, "incremental", None, False)["rows_applied"] == 3
+    with pytest.raises(RebuildError, match="incremental rebuild is in progress.*--restart"):
+        _open(shadow, "blocking", None, False)
+    with pytest.raises(RebuildError, match="in progress"):
+        _open(shadow, "incremental", "id < 5", False)
+    assert _open(shadow, "blocking", None, True) is None  # --restart
+    assert shadow.tables() == [] and shadow.stored_offsets() == {} and shadow.rebuild_record() is None
+    shadow.close()
+
+
+def test_discard_and_begin_refuse_the_live_state(url):
+    live = StateStore(url)
+    with pytest.raises(StateStoreError, match="never the live state"):
+        live.discard()
+    with pytest.raises(StateStoreError, match="shadow namespace"):
+        live.begin_rebuild({}, {})
+    live.close()
+
+
+def test_a_filtered_merge_never_overwrites_newer_rows_nor_resurrects_deletes(url):
+    live, shadow = StateStore(url), StateStore(url, namespace=SHADOW)
+    live.apply([event("r", k, 100, k, after=row(k, balance="1.00")) for k in (1, 2, 3, 4)], {(TOPIC, 0): 4})
+    live.apply([event("u", 2, 300, 4, after=row(2, balance="2.00")),  # newer than the backfill
+                event("d", 3, 300, 5, before={"id": 3})], {(TOPIC, 0): 6})  # deleted after it
+    shadow.apply([event("r", k, 200, k, after=row(k, balance="9.00"), snapshot="incremental")
+                  for k in (1, 2, 3, 5)], {})
+    assert live.merge_from(shadow) == 4
+    rows = {r["id"]: str(r["balance"]) for r in live.rows("users")}
+    assert rows == {1: "9.00", 2: "2.00", 4: "1.00", 5: "9.00"}  # 4 untouched: not in the backfill
+    live.close()
+    shadow.close()
+
+
+def test_status_reports_tables_offsets_and_a_rebuild_in_progress(url):
+    live = StateStore(url)
+    live.apply([event("r", 1, 100, 0, after=row(1), snapshot="last")], {(TOPIC, 0): 1})
+    shadow = StateStore(url, namespace=SHADOW)
+    shadow.begin_rebuild({(TOPIC, 0): 1}, {"mode": "blocking", "condition": None, "phase": "snapshotting",
+                                           "started_at": time.time() - 20, "rows_applied": 400,
+                                           "rows_expected": 1000, "rate": 20.0})
+    assert live.rebuild_in_progress()["rows_applied"] == 400
+    report = state_status(url)
+    assert report["tables"] == {"users": 1} and report["offsets"] == {TOPIC: {0: 1}}
+    assert report["rebuild_in_progress"]["eta_s"] == 30.0
+    text = render_text(report)
+    assert "table       users: 1 rows" in text
+    assert "rebuild     blocking snapshotting: 400/1,000 (40%), 20/s, running 20 s, ETA 30 s" in text
+    live.close()
+    shadow.close()
+
+
+def test_status_of_a_database_without_ecst_state_says_so(tmp_path):
+    with pytest.raises(StateStoreError, match="holds no ecst state"):
+        state_status(f"sqlite:///{tmp_path / 'empty.db'}")
