@@ -175,6 +175,7 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
         if mode != "replay":
             assert source is not None
             channels = signals.Channels.of(source.connector, source.config())
+            _check(mode, source, channels)  # before anything is recorded or sent
         if record is None:
             record = _begin(shadow, mode, condition, topics, bootstrap, source, channels)
         run = _Run(shadow, config, bootstrap, record, progress, mode, condition)
@@ -280,6 +281,16 @@ def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[st
     return record
 
 
+def _check(mode: str, source: SnapshotSource, channels: signals.Channels) -> None:
+    """Refuse, with the key to set, a rebuild the connector is not configured for."""
+    if mode == "incremental":
+        channels.require_notifications()
+    if mode in ("incremental", "blocking") and channels.choose(source.channel) == "source" \
+            and source.producer is None:
+        raise ConfigError("the signal-table channel needs the producer database: pass "
+                          "--producer-url, or use --channel kafka")
+
+
 def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
              channels: signals.Channels | None, bootstrap: str) -> None:
     if mode == "replay":
@@ -296,10 +307,7 @@ def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
                                     record.get("condition"))
     channel = channels.choose(source.channel)
     if channel == "source":
-        if source.producer is None:
-            raise ConfigError("the signal-table channel needs the producer database: pass "
-                              "--producer-url, or use --channel kafka")
-        assert channels.signal_table is not None
+        assert channels.signal_table is not None and source.producer is not None  # _check
         with source.producer() as conn:
             signals.send_via_table(conn, channels.signal_table, signal)
     else:

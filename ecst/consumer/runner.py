@@ -138,6 +138,7 @@ class Consumer:
         self._snapshots: dict[str, SnapshotState] = {}  # as of the loop's latest turn
         self.accept = accept  # events it rejects are skipped like heartbeats (a filtered backfill)
         self.cold_start_completes = cold_start_completes  # see _complete_cold_start
+        self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._rebuild_checked = 0.0
 
     # -- Kafka plumbing -------------------------------------------------------------------
@@ -238,8 +239,7 @@ class Consumer:
                 caught_up = self._caught_up(consumer, targets, beginnings)
                 self._caught_up_once = self._caught_up_once or caught_up
                 if caught_up and cold:
-                    self._complete_cold_start(cold, targets, beginnings)
-                    cold = []
+                    cold = self._complete_cold_start(cold)
                 self._observe(consumer)
                 self._maybe_purge()
                 if until_caught_up and caught_up:
@@ -320,6 +320,7 @@ class Consumer:
     def _apply_items(self, consumer: KafkaConsumer, items: list[_Decoded], good: list[_Decoded]
                      ) -> ApplyStats:
         events = [d.event for d in good if d.event is not None]
+        self._streamed.update(e.topic for e in events if e.snapshot is None)
         snapshots = self._snapshot_progress(consumer, events)
         delay = 0.5
         for attempt in range(TRANSIENT_RETRIES + 1):
@@ -403,19 +404,25 @@ class Consumer:
             states = self.store.snapshot_states()
         self._snapshots = states
 
-    def _complete_cold_start(self, topics: list[str], targets: dict[TopicPartition, int],
-                             beginnings: dict[TopicPartition, int]) -> None:
+    def _complete_cold_start(self, topics: list[str]) -> list[str]:
         """A cold start (no stored offsets) that replayed a topic to the end offsets of its start,
-        without meeting any snapshot marker, holds a complete copy: compaction removed the
-        markers (their keys changed since), and the compacted topic is the table. A topic whose
-        `first` marker was seen waits for its `last`; an empty topic waits for its snapshot."""
+        without meeting any snapshot marker but meeting streamed changes, holds a complete copy:
+        Debezium streams only after its initial snapshot, and compaction removed the markers
+        because later changes replaced their keys. A topic with only snapshot rows so far (a
+        snapshot in progress, whose `first` may sit in a partition not visible yet) or a `first`
+        marker waits for its `last`. Returns the topics still undecided."""
+        undecided = []
         for topic in topics:
-            has_records = any(end > beginnings.get(tp, 0) for tp, end in targets.items() if tp.topic == topic)
-            if has_records and topic not in self._snapshots:
+            if topic in self._snapshots:
+                continue  # markers seen: the normal path decides
+            if topic in self._streamed:
                 self.store.mark_snapshot_complete(topic)
-                log.info("%s replayed from its beginning without snapshot markers (compacted away): "
-                         "the copy is complete", topic)
+                log.info("%s replayed from its beginning: no snapshot markers (compacted away) and "
+                         "streamed changes after them, so the copy is complete", topic)
+            else:
+                undecided.append(topic)
         self._snapshots = self.store.snapshot_states()
+        return undecided
 
     @property
     def snapshots(self) -> dict[str, SnapshotState]:

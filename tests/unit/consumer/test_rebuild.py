@@ -104,3 +104,32 @@ def test_status_reports_tables_offsets_and_a_rebuild_in_progress(url):
 def test_status_of_a_database_without_ecst_state_says_so(tmp_path):
     with pytest.raises(StateStoreError, match="holds no ecst state"):
         state_status(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+class FakeConnect:
+    """Just enough of ConnectClient for the checks that run before anything is sent."""
+
+    url = "http://connect.invalid"
+
+    def __init__(self, config):
+        self.config = config
+
+    def get_config(self, name):
+        return self.config
+
+
+def test_a_connector_without_notifications_is_refused_before_anything_is_recorded(url):
+    from ecst.consumer.config import ConsumerConfig, TopicMapping
+    from ecst.consumer.rebuild import SnapshotSource, rebuild
+    from ecst.exceptions import ConfigError
+
+    client = FakeConnect({"topic.prefix": "producer", "signal.data.collection": "public.ecst_signal"})
+    config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
+    with pytest.raises(ConfigError, match="notification.sink.topic.name"):
+        rebuild("incremental", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"))
+    with pytest.raises(ConfigError, match="needs the producer database"):
+        rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users", "source"))
+    with pytest.raises(ConfigError, match="incremental mode only"):
+        rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"),
+                condition="id < 3")
+    assert StateStore(url, namespace=SHADOW).rebuild_record() is None
