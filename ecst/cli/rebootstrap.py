@@ -1,4 +1,5 @@
-"""`ecst rebootstrap` and `ecst verify`: rebuild the private state, or check whether it drifted."""
+"""`ecst rebootstrap`, `ecst status` and `ecst verify`: rebuild the private state, follow a rebuild, or
+check whether the state drifted."""
 
 from __future__ import annotations
 
