@@ -85,10 +85,11 @@ def test_rebalances_between_two_members_of_a_group_lose_nothing(capture, stack):
         second = capture.consumer(stores[1], group=group, batch_size=100)
         t1 = threading.Thread(target=first.run, kwargs={"stop": first_stop})
         t1.start()
+        seed = iter(range(10, 1000))
         source.write_changes(capture.conn, capture.table, inserts=100, updates=200, deletes=50, seed=4)
+        write_until(capture, lambda: first.stats.batches > 0, seed)  # the first member is working
         t2 = threading.Thread(target=second.run, kwargs={"stop": second_stop})
         t2.start()  # joins: the group rebalances
-        seed = iter(range(10, 1000))
         # keep writing until the second member got partitions and applied changes from them
         write_until(capture, lambda: second.stats.batches > 0, seed)
         first_stop.set()  # leaves: its partitions move to the second member
