@@ -161,18 +161,11 @@ def send_via_table(conn: Any, table: str, signal: SnapshotSignal) -> None:
 def send_via_kafka(bootstrap: str, topic: str, prefix: str, signal: SnapshotSignal) -> None:
     """Produce the signal to the Kafka signal channel (creating the one-partition topic if the
     broker does not have it yet)."""
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka import KafkaProducer
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
-    try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
+    from ecst.topics import ensure_topic
+
+    ensure_topic(bootstrap, topic)  # Debezium reads partition 0 of it
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
     try:
         producer.send(topic, key=prefix.encode(), value=signal.kafka_value()).get(timeout=30)

@@ -227,21 +227,19 @@ def _open(shadow: StateStore, mode: str, condition: str | None, restart: bool) -
     return record
 
 
-def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
+
+
+def _offsets(bootstrap: str, topics: list[str]) -> tuple[Offsets, Offsets]:
+    """(beginning, end) offsets of every partition of `topics` (empty for a missing topic)."""
     probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): o for tp, o in probe.end_offsets(tps).items()} if tps else {}
-    finally:
-        probe.close()
-
-
-def _expected_records(bootstrap: str, topics: list[str], start: dict[tuple[str, int], int]) -> int:
-    probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
-        ends, begins = probe.end_offsets(tps), probe.beginning_offsets(tps)
-        return sum(max(0, ends[tp] - max(begins[tp], start.get((tp.topic, tp.partition), 0))) for tp in tps)
+        if not tps:
+            return {}, {}
+        begins, ends = probe.beginning_offsets(tps), probe.end_offsets(tps)
+        return ({(tp.topic, tp.partition): o for tp, o in begins.items()},
+                {(tp.topic, tp.partition): o for tp, o in ends.items()})
     finally:
         probe.close()
 
@@ -265,7 +263,8 @@ def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[st
                               "started_at": time.time(), "rows_applied": 0, "rate": 0.0,
                               "signal_id": signals.new_signal_id(), "notify_from": {}}
     if mode == "replay":
-        record["rows_expected"] = _expected_records(bootstrap, topics, {})
+        begins, ends = _offsets(bootstrap, topics)
+        record["rows_expected"] = sum(end - begins[tp] for tp, end in ends.items())
         shadow.begin_rebuild({}, record)
         return record
     assert source is not None and channels is not None
@@ -274,8 +273,8 @@ def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[st
     record["rows_expected"] = _estimate(source, record["tables"], condition)
     if mode == "incremental":
         ntopic = channels.require_notifications()
-        record["notify_from"] = {str(p): o for (_t, p), o in _end_offsets(bootstrap, [ntopic]).items()}
-    start = _end_offsets(bootstrap, topics)  # {} when the topic is gone (fresh): from its start
+        record["notify_from"] = {str(p): o for (_t, p), o in _offsets(bootstrap, [ntopic])[1].items()}
+    start = _offsets(bootstrap, topics)[1]  # {} when the topic is gone (fresh): from its start
     shadow.begin_rebuild(start, record)
     log.info("%s rebuild starts at %s", mode, start)
     return record

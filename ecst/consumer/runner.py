@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -40,6 +39,7 @@ from ecst.consumer.store import (
     StateStore,
 )
 from ecst.exceptions import EventError, StackError, StateStoreError
+from ecst.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
@@ -161,15 +161,7 @@ class Consumer:
 
     def _dead_letter_producer(self) -> KafkaProducer:
         if self._producer is None:
-            topic = self.config.dead_letter_topic
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers.split(","))
-            try:
-                if topic not in admin.list_topics():
-                    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])
-            except TopicAlreadyExistsError:
-                pass
-            finally:
-                admin.close()
+            ensure_topic(self.bootstrap_servers, self.config.dead_letter_topic)
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","),
                                            acks="all", client_id=f"{self.client_id}-dlq")
         return self._producer

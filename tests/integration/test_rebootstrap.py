@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from ecst import source
 from ecst.consumer.config import ConsumerConfig, TopicMapping
@@ -29,6 +30,45 @@ def corrupt(store, table):
         conn.exec_driver_sql(f'UPDATE "{table}" SET id = id + 1000000 WHERE id % 11 = 0')  # extra rows
 
 
+@contextmanager
+def writer(capture, seed=100, per_round=(5, 15, 3)):
+    """A producer that keeps inserting, updating and deleting users until the block ends."""
+    done = threading.Event()
+    inserts, updates, deletes = per_round
+
+    def write():
+        conn = capture.stack.producer_conn()
+        n = seed
+        while not done.is_set():
+            n += 1
+            source.write_changes(conn, capture.table, inserts=inserts, updates=updates, deletes=deletes,
+                                 seed=n)
+            time.sleep(0.1)
+        conn.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextmanager
+def live_consumer(capture, url, batch_size=200):
+    """The service's own consumer, running (and serving) throughout the rebuild."""
+    stop = threading.Event()
+    live = capture.consumer(StateStore(url), batch_size=batch_size)
+    thread = threading.Thread(target=live.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        yield live
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
 def test_replay_rebuild_under_writes_and_a_live_consumer_then_verify(capture, tmp_path):
     capture.create(rows=3000)
     capture.apply()
@@ -39,39 +79,19 @@ def test_replay_rebuild_under_writes_and_a_live_consumer_then_verify(capture, tm
     drift = verify_cli(capture, url)
     assert drift.returncode == 1 and "DRIFT" in drift.stdout, drift.stdout + drift.stderr
 
-    stop = threading.Event()
-    live = capture.consumer(StateStore(url), batch_size=100)
-    live_thread = threading.Thread(target=live.run, kwargs={"stop": stop})
-    live_thread.start()
-    writing = threading.Event()
-
-    def writer():
-        conn, seed = capture.stack.producer_conn(), 100
-        while not writing.is_set():
-            seed += 1
-            source.write_changes(conn, capture.table, inserts=10, updates=20, deletes=5, seed=seed)
-            time.sleep(0.1)
-        conn.close()
-
-    writer_thread = threading.Thread(target=writer)
-    writer_thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while live.stats.apply.by_op["u"] == 0:  # changes are streaming before the rebuild starts
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        config = ConsumerConfig(topics=(TopicMapping(capture.topic),), group_id=f"g-{capture.uid}")
-        result = replay(url, config, capture.stack.bootstrap)
-        assert result.tables == [capture.table] and result.records > 3000
-    finally:
-        writing.set()
-        writer_thread.join()
-    # the live consumer picks up from the rebuild's offsets; the state converges exactly
-    deadline = time.monotonic() + 90
-    while not capture.compare(store).matches and time.monotonic() < deadline:
-        time.sleep(1)
-    stop.set()
-    live_thread.join(timeout=60)
+    with live_consumer(capture, url, batch_size=100) as live:
+        with writer(capture, per_round=(10, 20, 5)):
+            deadline = time.monotonic() + 60
+            while live.stats.apply.by_op["u"] == 0:  # changes are streaming before the rebuild starts
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            config = ConsumerConfig(topics=(TopicMapping(capture.topic),), group_id=f"g-{capture.uid}")
+            result = replay(url, config, capture.stack.bootstrap)
+            assert result.tables == [capture.table] and result.records > 3000
+        # the live consumer picks up from the rebuild's offsets; the state converges exactly
+        deadline = time.monotonic() + 90
+        while not capture.compare(store).matches and time.monotonic() < deadline:
+            time.sleep(1)
     result = capture.compare(store)
     assert result.matches, result.summary()
     ok = verify_cli(capture, url)

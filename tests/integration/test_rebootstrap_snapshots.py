@@ -7,14 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from kafka import KafkaConsumer
 
-from ecst import source, verify
+from ecst import verify
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import parse_definition
 from ecst.consumer.config import ConsumerConfig, TopicMapping
@@ -22,44 +20,7 @@ from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import SnapshotSource, rebuild
 from ecst.consumer.store import StateStore
 from ecst.demo import delete_topics
-from tests.integration.test_rebootstrap import ECST, corrupt, verify_cli
-
-
-@contextmanager
-def writer(capture, seed=100):
-    """A producer that keeps inserting, updating and deleting users until the block ends."""
-    done = threading.Event()
-
-    def write():
-        conn = capture.stack.producer_conn()
-        n = seed
-        while not done.is_set():
-            n += 1
-            source.write_changes(conn, capture.table, inserts=5, updates=15, deletes=3, seed=n)
-            time.sleep(0.1)
-        conn.close()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
-@contextmanager
-def live_consumer(capture, url):
-    """The service's own consumer, running (and serving) throughout the rebuild."""
-    stop = threading.Event()
-    live = capture.consumer(StateStore(url), batch_size=200)
-    thread = threading.Thread(target=live.run, kwargs={"stop": stop})
-    thread.start()
-    try:
-        yield live
-    finally:
-        stop.set()
-        thread.join(timeout=60)
+from tests.integration.test_rebootstrap import ECST, corrupt, live_consumer, verify_cli, writer
 
 
 def snapshot_source(capture, channel="auto"):
