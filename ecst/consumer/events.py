@@ -3,7 +3,7 @@
 `decode(record)` accepts, with `schemas.enable` true or false:
 - the Debezium envelope (`before`, `after`, `source`, `op`);
 - the flattened form of the `ExtractNewRecordState` SMT, which needs `add.fields` to include
-  `lsn` (the position) and `op`, and deletes as rows with `__deleted: "true"`
+  `lsn` and `sequence` (the position) and `op`, and deletes as rows with `__deleted: "true"`
   (`delete.tombstone.handling.mode` `rewrite` or `rewrite-with-tombstone`).
 It returns None for records that carry no row change (Kafka tombstones, heartbeats,
 transaction metadata), and raises `EventError` for records it cannot read.
@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecst.consumer.positions import source_order
 from ecst.consumer.types import DEFAULT_PLACEHOLDER, Field, convert
 from ecst.exceptions import EventError
 
@@ -36,9 +37,11 @@ class Record:
 class ChangeEvent:
     """One row change: what happened to which key of which source table, and at what position.
 
-    `position` is the source LSN of the change (for snapshot rows, the snapshot's LSN); the
-    state store never lets an event overwrite a row holding a newer position. It is None only for
-    a delete known from a Kafka tombstone alone (see `tombstone_delete`), ordered by offset.
+    `position` orders changes of one key by commit (`ecst.consumer.positions`); the state store
+    never lets an event overwrite a row holding a newer position. It is None only for a delete
+    known from a Kafka tombstone alone (see `tombstone_delete`), ordered by offset. `opening`
+    marks a change of the transaction that opens a stream (no previous commit known) and `anchor`
+    a snapshot row read at a stream position: `positions.commit_order` uses both.
     """
 
     op: str
@@ -54,6 +57,8 @@ class ChangeEvent:
     before: dict[str, Any] | None = None
     fields: tuple[Field, ...] = field(default=(), compare=False)
     key_fields: tuple[Field, ...] = field(default=(), compare=False)
+    opening: bool = False
+    anchor: bool = False
 
 
 def _loads(raw: bytes, what: str) -> Any:
@@ -144,33 +149,6 @@ def _row(payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder:
     return out
 
 
-def source_position(source: dict[str, Any]) -> int:
-    """The per-key position of an event: the largest of `source.lsn` and the two LSNs of
-    `source.sequence` (`[last committed LSN, current LSN]`).
-
-    `source.lsn` alone is the LSN of the change record, written when the statement ran, not when
-    its transaction committed. A long transaction that commits after an incremental chunk (or a
-    blocking snapshot) read the row would then carry a position *below* that snapshot row's and
-    be rejected, though it is newer: observed on the real stack, see docs/positions.md. The last
-    committed LSN before the event's transaction is always at or above the position of anything
-    committed earlier, and below anything committed later, so the maximum orders events by commit.
-    Incremental-snapshot rows carry no LSN, only the sequence of the moment their chunk was sent.
-    """
-    values: list[int] = []
-    if source.get("lsn") is not None:
-        values.append(int(source["lsn"]))
-    sequence = source.get("sequence")
-    if sequence:
-        try:
-            parsed = json.loads(sequence) if isinstance(sequence, str) else sequence
-            values += [int(v) for v in parsed if v is not None]
-        except (ValueError, TypeError):
-            pass
-    if not values:
-        raise EventError("event has no source position (source.lsn and source.sequence are empty)")
-    return max(values)
-
-
 HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
 SMT_PREFIX = "__"
 
@@ -246,12 +224,13 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
             raise EventError(f"op {op!r} without 'after' row")
 
     snapshot = source.get("snapshot")
+    position, opening, anchor = source_order(op, source)
     return ChangeEvent(
         op=op,
         table=table,
         key=key or {},
         after=after,
-        position=source_position(source),
+        position=position,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
@@ -260,6 +239,8 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         before=before,
         fields=fields,
         key_fields=key_fields,
+        opening=opening,
+        anchor=anchor,
     )
 
 
@@ -281,10 +262,11 @@ def _decode_flattened(
 ) -> ChangeEvent:
     """The ExtractNewRecordState form: the row itself plus `__`-prefixed metadata fields."""
     meta = {k[len(SMT_PREFIX):]: v for k, v in payload.items() if k.startswith(SMT_PREFIX)}
-    if meta.get("lsn") is None and not meta.get("sequence"):
+    if not meta.get("sequence"):
         raise EventError(
-            "flattened event (ExtractNewRecordState) without __lsn: add 'lsn' and 'sequence' to the "
-            "SMT's add.fields (e.g. add.fields=op,lsn,sequence,table,source.ts_ms) so changes can be ordered"
+            "flattened event (ExtractNewRecordState) without __sequence: add 'lsn' and 'sequence' to "
+            "the SMT's add.fields (e.g. add.fields=op,lsn,sequence,table,source.ts_ms,source.snapshot) "
+            "so changes can be ordered by commit (docs/positions.md)"
         )
     deleted = str(meta.get("deleted", "false")).lower() == "true"
     op = "d" if deleted else meta.get("op") or "u"
@@ -297,12 +279,14 @@ def _decode_flattened(
     if not key:
         raise EventError(f"change to {table!r} has no key: the table needs a primary key")
     snapshot = meta.get("source_snapshot")
+    source = {"lsn": meta.get("lsn"), "sequence": meta.get("sequence"), "snapshot": snapshot}
+    position, opening, anchor = source_order(op, source)
     return ChangeEvent(
         op=op,
         table=table,
         key=key,
         after=None if deleted else row,
-        position=source_position({"lsn": meta.get("lsn"), "sequence": meta.get("sequence")}),
+        position=position,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
@@ -311,4 +295,6 @@ def _decode_flattened(
         before=row if deleted else None,
         fields=fields,
         key_fields=key_fields,
+        opening=opening,
+        anchor=anchor,
     )

@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     select,
     text,
@@ -43,12 +44,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.plan import TableChanges, key_text, plan_batch
+from ecst.consumer.positions import commit_order
 from ecst.consumer.types import UNCHANGED, Field, sql_type
 from ecst.exceptions import StateStoreError
 
 log = logging.getLogger(__name__)
 
 POSITION = "_ecst_position"
+FLOOR = "position_floor"
 OFFSETS_TABLE = "ecst_offsets"
 DELETED_TABLE = "ecst_deleted"
 SNAPSHOTS_TABLE = "ecst_snapshots"
@@ -58,6 +61,7 @@ REBUILD_TABLE = "ecst_rebuild"
 SHADOW = "ecst_shadow__"  # the namespace of a rebuild's shadow copy
 SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
 _CHUNK = 500
+_PROMOTE_LOCK = "hashtext('ecst:promote')"  # Postgres advisory lock: swaps against batches
 
 
 def normalize_url(url: str) -> str:
@@ -150,6 +154,8 @@ class StateStore:
             Column("partition", Integer, primary_key=True),
             Column("next_offset", BigInteger, nullable=False),
             Column("updated_at", DateTime, nullable=False),
+            # the highest snapshot position read from the partition (positions.commit_order)
+            Column(FLOOR, BigInteger, nullable=True),
         )
         self.deleted = Table(
             namespace + DELETED_TABLE,
@@ -199,9 +205,17 @@ class StateStore:
         try:
             with self.engine.begin() as conn:
                 self.meta.create_all(conn)
+                self._migrate(conn)
                 self.generation = self._generation(conn)
         except SQLAlchemyError as exc:
             raise StateStoreError(f"cannot open state store {self.safe_url}: {exc.orig or exc}") from exc
+
+    def _migrate(self, conn: Connection) -> None:
+        """Bring bookkeeping tables made by an older ecst up to date (columns added since)."""
+        offsets = self.offsets.name
+        if FLOOR not in {c["name"] for c in inspect(conn).get_columns(offsets)}:
+            guard = " IF NOT EXISTS" if self.dialect == "postgresql" else ""
+            conn.execute(text(f'ALTER TABLE "{offsets}" ADD COLUMN{guard} {FLOOR} BIGINT'))
 
     def physical(self, table: str) -> str:
         """The database name of state table `table` in this namespace."""
@@ -232,6 +246,11 @@ class StateStore:
             rows = conn.execute(select(self.offsets.c.topic, self.offsets.c.partition,
                                        self.offsets.c.next_offset))
             return {(t, p): o for t, p, o in rows}
+
+    def _floors(self, conn: Connection) -> dict[tuple[str, int], int]:
+        o = self.offsets
+        rows = conn.execute(select(o.c.topic, o.c.partition, o.c[FLOOR]).where(o.c[FLOOR].isnot(None)))
+        return {(t, p): f for t, p, f in rows}
 
     def snapshot_states(self) -> dict[str, SnapshotState]:
         """Per topic: the latest snapshot seen and how far it has been applied."""
@@ -342,8 +361,6 @@ class StateStore:
         """Rows in a state table (0 when it does not exist)."""
         if not self.has_table(table):
             return 0
-        from sqlalchemy import func
-
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(self.load_table(table, conn))).scalar_one()
 
@@ -367,8 +384,16 @@ class StateStore:
         stats = ApplyStats()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # A swap (`promote`) holds this lock exclusively: it waits for batches in progress,
+                # and a batch that waited for it sees the new generation below. (SQLite's BEGIN
+                # IMMEDIATE already serialises the two.)
+                conn.execute(text(f"SELECT pg_advisory_xact_lock_shared({_PROMOTE_LOCK})"))
             if self._generation(conn) != self.generation:
                 raise StaleStateError("the state was swapped by a rebuild: re-read offsets and go on")
+            floors: dict[tuple[str, int], int] = {}
+            if any(e.anchor or e.opening for e in events):
+                events, floors = commit_order(events, self._floors(conn))
             for step in plan_batch(events):
                 if step.truncate is not None:
                     self._truncate(conn, step.truncate, stats)
@@ -376,14 +401,16 @@ class StateStore:
                     self._apply_table(conn, changes, stats, now)
             if next_offsets:
                 rows = [
-                    {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
+                    {"topic": t, "partition": p, "next_offset": o, "updated_at": now,
+                     FLOOR: floors.get((t, p))}
                     for (t, p), o in sorted(next_offsets.items())
                 ]
                 stmt = self._insert(self.offsets)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["topic", "partition"],
                     set_={"next_offset": stmt.excluded.next_offset,
-                          "updated_at": stmt.excluded.updated_at},
+                          "updated_at": stmt.excluded.updated_at,
+                          FLOOR: func.coalesce(stmt.excluded[FLOOR], self.offsets.c[FLOOR])},
                 )
                 conn.execute(stmt, rows)
             for topic, snap in (snapshots or {}).items():
@@ -598,7 +625,7 @@ class StateStore:
         topics = sorted(shadow.stored_offsets())
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ecst:promote'))"))
+                conn.execute(text(f"SELECT pg_advisory_xact_lock({_PROMOTE_LOCK})"))
             insp = inspect(conn)
             for t in tables:
                 live, shadowed = self.physical(t), shadow.physical(t)

@@ -59,7 +59,8 @@ def writer(capture, seed=100, per_round=(5, 15, 3)):
 def live_consumer(capture, url, batch_size=200):
     """The service's own consumer, running (and serving) throughout the rebuild."""
     stop = threading.Event()
-    live = capture.consumer(StateStore(url), batch_size=batch_size)
+    store = StateStore(url)
+    live = capture.consumer(store, batch_size=batch_size)
     thread = threading.Thread(target=live.run, kwargs={"stop": stop})
     thread.start()
     try:
@@ -67,6 +68,7 @@ def live_consumer(capture, url, batch_size=200):
     finally:
         stop.set()
         thread.join(timeout=60)
+        store.close()
 
 
 def test_replay_rebuild_under_writes_and_a_live_consumer_then_verify(capture, tmp_path):

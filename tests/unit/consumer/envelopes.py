@@ -66,6 +66,8 @@ def source(lsn, snapshot="false", table="users", sequence=None):
 
 def envelope(op, id_, lsn, *, after=None, before=None, snapshot="false", schemas=True,
              table="users", sequence=None, fields=None):
+    if sequence is None and op != "r":  # a streamed change after some commit (not an opening one)
+        sequence = json.dumps([str(lsn), str(lsn)])
     payload = {"before": before, "after": after, "source": source(lsn, snapshot, table, sequence),
                "transaction": None, "op": op, "ts_ms": 1795967829728}
     key_payload = {"id": id_}

@@ -4,7 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from ecst.consumer.events import Record, decode, source_position
+from ecst.consumer.events import Record, decode
+from ecst.consumer.positions import source_order
 from ecst.exceptions import EventError
 from tests.unit.consumer.envelopes import envelope, row
 
@@ -57,13 +58,30 @@ def test_truncate_has_no_key():
 def test_positions_order_by_commit_not_by_statement():
     # recorded on the real stack (docs/positions.md): an initial-snapshot row, an incremental
     # chunk row, then the update of a transaction that was open while the chunk was read
-    initial = source_position({"lsn": 763384672, "sequence": '[null,"763384672"]'})
-    chunk = source_position({"lsn": None, "sequence": '["773233832","773233832"]'})
-    late_commit = source_position({"lsn": 773231920, "sequence": '["773234968","773231920"]'})
-    assert initial == 763384672 and chunk == 773233832
-    assert late_commit == 773234968 > chunk  # by lsn alone (773231920) it would lose
+    initial = source_order("r", {"lsn": 763384672, "sequence": '[null,"763384672"]', "snapshot": "true"})
+    chunk = source_order("r", {"lsn": None, "sequence": '["773233832","773233832"]',
+                               "snapshot": "incremental"})
+    late_commit = source_order("u", {"lsn": 773231920, "sequence": '["773234968","773231920"]'})
+    # (position, opening, anchor): the initial-snapshot row anchors its partition's floor
+    assert initial == (763384672, False, True) and chunk == (773233832, False, False)
+    assert late_commit == (773234968, False, False) and late_commit[0] > chunk[0]  # by lsn: loses
     with pytest.raises(EventError, match="no source position"):
-        source_position({"lsn": None, "sequence": None})
+        source_order("u", {"lsn": None, "sequence": None})
+    with pytest.raises(EventError, match="not a list of LSNs"):
+        source_order("u", {"lsn": 5, "sequence": "[x"})
+
+
+def test_the_opening_transaction_of_a_stream_is_marked():
+    # recorded on the real stack (issue 9): the first streamed transaction after an initial
+    # snapshot has no previous commit; its change LSN lies below the snapshot's LSN
+    snapshot_row = decode(rec(*envelope("r", 944, 33151760, after=row(944), snapshot="true")))
+    opening = decode(rec(*envelope("u", 944, 33150000, after=row(944),
+                                   sequence='[null,"33150000"]')))
+    later = decode(rec(*envelope("u", 944, 33152000, after=row(944),
+                                 sequence='["33151900","33152000"]')))
+    assert (snapshot_row.anchor, snapshot_row.opening) == (True, False)
+    assert (opening.anchor, opening.opening, opening.position) == (False, True, 33150000)
+    assert (later.anchor, later.opening) == (False, False)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +113,7 @@ def flat(payload, fields=None, key=1):
         {"type": "string", "optional": True, "field": "email"},
         {"type": "string", "optional": True, "field": "__op"},
         {"type": "int64", "optional": True, "field": "__lsn"},
+        {"type": "string", "optional": True, "field": "__sequence"},
         {"type": "string", "optional": True, "field": "__deleted"}]}
     return rec(json.dumps({"schema": {"type": "struct", "fields": [
         {"type": "int64", "optional": False, "field": "id"}]}, "payload": {"id": key}}).encode(),
@@ -102,32 +121,45 @@ def flat(payload, fields=None, key=1):
 
 
 def test_flattened_upsert_takes_op_position_and_table_from_smt_fields():
-    e = decode(flat({"id": 1, "email": "a@b", "__op": "u", "__lsn": 500, "__deleted": "false"}))
+    e = decode(flat({"id": 1, "email": "a@b", "__op": "u", "__lsn": 500, "__sequence": '["400","500"]',
+                     "__deleted": "false"}))
     assert (e.op, e.table, e.key, e.after, e.position) == ("u", "users", {"id": 1},
                                                            {"id": 1, "email": "a@b"}, 500)
     assert [f.name for f in e.fields] == ["id", "email"]
 
 
 def test_flattened_rewrite_delete_is_a_delete():
-    e = decode(flat({"id": 1, "email": None, "__op": "d", "__lsn": 600, "__deleted": "true"}))
+    e = decode(flat({"id": 1, "email": None, "__op": "d", "__lsn": 600, "__sequence": '["550","600"]',
+                     "__deleted": "true"}))
     assert (e.op, e.after, e.position) == ("d", None, 600)
 
 
-def test_flattened_without_lsn_says_which_smt_setting_to_add():
-    with pytest.raises(EventError, match="add 'lsn' and 'sequence' to the SMT's add.fields"):
-        decode(flat({"id": 1, "email": "x", "__op": "c", "__deleted": "false"}))
+def test_flattened_without_sequence_says_which_smt_setting_to_add():
+    # without __sequence, changes cannot be ordered by commit (docs/positions.md): rejected
+    for payload in ({"id": 1, "email": "x", "__op": "c", "__deleted": "false"},
+                    {"id": 1, "email": "x", "__op": "c", "__lsn": 500, "__deleted": "false"}):
+        with pytest.raises(EventError, match="add 'lsn' and 'sequence' to the SMT's add.fields"):
+            decode(flat(payload))
 
 
 def test_flattened_incremental_rows_take_their_position_from_sequence():
     e = decode(flat({"id": 1, "email": "x", "__op": "r", "__lsn": None, "__sequence": '["700","710"]',
                      "__source_snapshot": "incremental", "__deleted": "false"}))
-    assert (e.position, e.snapshot) == (710, "incremental")
+    assert (e.position, e.snapshot, e.anchor, e.opening) == (710, "incremental", False, False)
+
+
+def test_flattened_rows_are_marked_for_commit_order_without_the_snapshot_field():
+    initial = decode(flat({"id": 1, "email": "x", "__op": "r", "__lsn": 900, "__sequence": '[null,"900"]',
+                           "__deleted": "false"}))
+    opening = decode(flat({"id": 1, "email": "y", "__op": "u", "__lsn": 880, "__sequence": '[null,"880"]',
+                           "__deleted": "false"}))
+    assert (initial.anchor, opening.opening, opening.position) == (True, True, 880)
 
 
 def test_flattened_schemaless_with_table_and_snapshot_fields():
     r = Record("t.public.users", 0, 0, b'{"id": 3}',
-               json.dumps({"id": 3, "__op": "r", "__lsn": 7, "__table": "customers",
-                           "__source_snapshot": "last"}).encode())
+               json.dumps({"id": 3, "__op": "r", "__lsn": 7, "__sequence": '[null,"7"]',
+                           "__table": "customers", "__source_snapshot": "last"}).encode())
     e = decode(r)
     assert (e.op, e.table, e.snapshot, e.after) == ("r", "customers", "last", {"id": 3})
 

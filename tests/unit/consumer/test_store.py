@@ -179,3 +179,41 @@ def test_promote_swaps_a_shadow_copy_in_and_fences_the_live_writer(tmp_path):
     assert {r["id"]: r["bio"] for r in live.rows("users")}[1] == "after swap"
     for s in (live, writer):
         s.close()
+
+
+def test_a_streams_opening_change_wins_over_the_snapshot_in_a_later_batch(store):
+    # the snapshot row and the opening transaction's update arrive in different batches (and the
+    # store is reopened in between): the partition's floor is kept with the offsets
+    store.apply([event("r", 944, 33151760, 0, after=row(944, bio="snapshot"), snapshot="true")],
+                {(TOPIC, 0): 1})
+    store.close()
+    again = StateStore(store.url)
+    stats = again.apply([event("u", 944, 33150000, 1, after=row(944, bio="committed after"),
+                               sequence='[null,"33150000"]')], {(TOPIC, 0): 2})
+    assert stats.stale == 0 and by_id(again)[944]["bio"] == "committed after"
+    # a later transaction (its previous commit known) still wins; the replayed snapshot row loses
+    again.apply([event("u", 944, 33152000, 2, after=row(944, bio="later"),
+                       sequence='["33151900","33152000"]')], {(TOPIC, 0): 3})
+    stats = again.apply([event("r", 944, 33151760, 0, after=row(944, bio="snapshot"), snapshot="true")],
+                        {(TOPIC, 0): 3})
+    assert stats.stale == 1 and by_id(again)[944]["bio"] == "later"
+    again.close()
+
+
+def test_offsets_of_an_older_state_get_the_floor_column(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the offsets table as ecst 0.1.0 created it
+        conn.exec_driver_sql("CREATE TABLE ecst_offsets (topic VARCHAR(255) NOT NULL, partition INTEGER "
+                             "NOT NULL, next_offset BIGINT NOT NULL, updated_at DATETIME NOT NULL, "
+                             "PRIMARY KEY (topic, partition))")
+        conn.exec_driver_sql(f"INSERT INTO ecst_offsets VALUES ('{TOPIC}', 0, 7, '2026-01-01')")
+    engine.dispose()
+    store = StateStore(url)
+    assert store.stored_offsets() == {(TOPIC, 0): 7}
+    store.apply([event("r", 1, 100, 7, after=row(1), snapshot="true")], {(TOPIC, 0): 8})
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT position_floor FROM ecst_offsets")).scalar() == 100
+    store.close()

@@ -1,0 +1,70 @@
+"""A rebuild's swap and a live consumer's batch on a shared Postgres state (issue 9).
+
+The live consumer checks the state's generation, then writes its batch and its offsets. If the
+swap commits in between, the batch's rows land in the swapped-in table and its offsets replace
+the rebuild's: whatever the live consumer had applied beyond the rebuild's offsets (to the old
+table) is lost for good. The swap must wait for a batch in progress, or the batch for the swap.
+"""
+
+import threading
+import uuid
+
+from sqlalchemy import event as sa_event
+
+from ecst.consumer.events import Record, decode
+from ecst.consumer.store import SHADOW, StaleStateError, StateStore
+from tests.unit.consumer.envelopes import envelope, row
+
+TOPIC = "t.public.users"
+
+
+def changes(first, last):
+    out = []
+    for n in range(first, last):
+        key, value = envelope("u", n, 1000 + n, after=row(n, bio=f"change {n}"))
+        out.append(decode(Record(TOPIC, 0, n, key, value)))
+    return out
+
+
+def test_a_swap_never_interleaves_with_a_live_batch(stack):
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    live = StateStore(url)
+    try:
+        live.apply(changes(0, 10), {(TOPIC, 0): 10})          # the live state is at offset 10
+        shadow = StateStore(url, namespace=SHADOW)
+        shadow.apply(changes(0, 5), {(TOPIC, 0): 5})          # the rebuild has reached offset 5
+        checked, go = threading.Event(), threading.Event()
+
+        @sa_event.listens_for(live.engine, "after_cursor_execute")
+        def pause_after_generation_check(conn, cursor, statement, *args):
+            if "ecst_meta" in statement and not checked.is_set():
+                checked.set()        # the live batch has read the generation...
+                go.wait(timeout=3)   # ...and would now write, unless the swap waits for it
+
+        outcome = {}
+
+        def live_batch():
+            try:
+                live.apply(changes(10, 20), {(TOPIC, 0): 20})
+                outcome["live"] = "applied"
+            except StaleStateError:
+                outcome["live"] = "stale"
+
+        batch = threading.Thread(target=live_batch)
+        batch.start()
+        assert checked.wait(timeout=30)
+        swap = threading.Thread(target=lambda: outcome.setdefault("swap", live.promote(shadow)))
+        swap.start()
+        swap.join(timeout=2)   # the swap must not finish while the batch is in progress...
+        swapped_early = not swap.is_alive()
+        go.set()
+        batch.join(timeout=30)
+        swap.join(timeout=30)
+        assert not swapped_early
+        # ...and afterwards the rebuild's offsets rule: changes 5..9 are read again, not lost
+        assert outcome == {"live": "applied", "swap": ["users"]}
+        assert live.stored_offsets() == {(TOPIC, 0): 5}
+        assert sorted(r["id"] for r in live.rows("users")) == list(range(5))
+    finally:
+        live.close()
+        drop()
