@@ -147,7 +147,7 @@ def test_flattened_events_from_the_extract_new_record_state_smt(capture, tmp_pat
         "transforms": "unwrap",
         "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
         "transforms.unwrap.delete.tombstone.handling.mode": deletes,
-        "transforms.unwrap.add.fields": "op,lsn,table,source.ts_ms,source.snapshot",
+        "transforms.unwrap.add.fields": "op,lsn,sequence,table,source.ts_ms,source.snapshot",
     })
     capture.definition = parse_definition(capture.doc, environ={})
     capture.create(rows=300)
