@@ -2,6 +2,10 @@
 
 Pure functions only: `convert(value, field)` decodes one JSON value according to its Connect
 field schema (logical type and parameters), `sql_type(field)` picks the state-store column type.
+
+NULL in a JSON-stored column (json, jsonb, arrays, maps, structs) is SQL NULL; a json/jsonb value
+that is the JSON document `null` is stored as the JSON text `null` (`JSON.NULL`), so the two stay
+apart as they are in the producer's table.
 """
 
 from __future__ import annotations
@@ -147,7 +151,8 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
         if logical == "io.debezium.time.MicroDuration":  # interval (months approximated)
             return dt.timedelta(microseconds=int(value))
         if logical == "io.debezium.data.Json":
-            return json.loads(value)
+            document = json.loads(value)
+            return JSON.NULL if document is None else document  # the JSON null, not SQL NULL
         if logical in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
             return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
         if logical == "io.debezium.time.MicroTime":
@@ -160,7 +165,8 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
         if f.type == "array":
             if value and all(v == placeholder for v in value):
                 return UNCHANGED
-            return [convert(v, f.items, placeholder) for v in value]
+            # inside a JSON array, a json item's JSON null and a NULL item are both `null`
+            return [None if v is JSON.NULL else v for v in (convert(v, f.items, placeholder) for v in value)]
     except (ValueError, TypeError, KeyError) as exc:
         raise EventError(
             f"field {f.name!r}: cannot decode {value!r} as {logical or f.type}: {exc}"
@@ -237,7 +243,7 @@ def sql_type(f: Field) -> TypeEngine:
     if logical == "io.debezium.time.MicroDuration":
         return Interval()
     if logical == "io.debezium.data.Json":
-        return JSON()
+        return JSON(none_as_null=True)  # None is SQL NULL; JSON.NULL writes the JSON `null`
     return {
         "int8": SmallInteger(),
         "int16": SmallInteger(),
@@ -249,9 +255,9 @@ def sql_type(f: Field) -> TypeEngine:
         "float64": Float(),
         "boolean": Boolean(),
         "bytes": LargeBinary(),
-        "array": JSON(),
-        "map": JSON(),
-        "struct": JSON(),
+        "array": JSON(none_as_null=True),
+        "map": JSON(none_as_null=True),
+        "struct": JSON(none_as_null=True),
     }.get(f.type, Text())
 
 

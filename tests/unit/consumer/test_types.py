@@ -102,3 +102,35 @@ def test_json_converter_float_type_names_map_to_float_columns():
 
     assert isinstance(sql_type(Field("r", "float")), Float)
     assert isinstance(sql_type(Field("d", "double")), Float)
+
+
+def test_sql_null_and_json_null_stay_apart_in_json_columns(tmp_path):
+    """Issue 9: SQL NULL in a json, jsonb or array column is SQL NULL in the state; the JSON
+    document `null` is the JSON text `null`. Checked with IS NULL on real SQLite."""
+    from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, text
+    from sqlalchemy.types import JSON
+
+    from ecst.consumer.types import sql_type
+
+    as_json = f("string", "io.debezium.data.Json")
+    ints = Field(name="a", type="array", items=Field(name="", type="int32"))
+    assert convert(None, as_json) is None and convert(None, ints) is None
+    assert convert("null", as_json) is JSON.NULL
+    json_items = Field(name="ja", type="array", items=as_json)
+    assert convert(['{"a": 1}', "null", None], json_items) == [{"a": 1}, None, None]
+
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("j", sql_type(as_json)), Column("a", sql_type(ints)))
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table), [
+            {"id": 1, "j": convert(None, as_json), "a": convert(None, ints)},
+            {"id": 2, "j": convert("null", as_json), "a": convert([1, None], ints)},
+            {"id": 3, "j": convert('{"k": null}', as_json), "a": convert([], ints)},
+        ])
+        nulls = conn.execute(text("SELECT id, j IS NULL, a IS NULL FROM t ORDER BY id")).all()
+        stored = conn.execute(text("SELECT j, a FROM t WHERE id = 2")).one()
+    assert [tuple(r) for r in nulls] == [(1, 1, 1), (2, 0, 0), (3, 0, 0)]
+    assert tuple(stored) == ("null", "[1, null]")
+
