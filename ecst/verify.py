@@ -1,19 +1,57 @@
 """Comparison of the producer's table with the private state: row by row (every column), and
-`verify_table` for operators: counts, a checksum per key range, then the keys that differ."""
+`verify_table` for operators: counts, a checksum per key range, then the keys that differ.
+
+`verify_table` compares each column in the form the consumer stores it, decided per column by
+`column_kind` from the source column's Postgres type and the Connect schema the state recorded for
+it (`ecst_columns`, written from the very events the state was built from):
+
+- interval: the recorded logical type tells which `interval.handling.mode` produced the state.
+  `io.debezium.time.MicroDuration` (numeric, the default, or an int64 column without a schema):
+  the source interval becomes Debezium's microseconds (`debezium_micros`: months of 30.4375 days,
+  Debezium's float arithmetic). `io.debezium.time.Interval` (string, or a string column): both sides
+  become (months, days, microseconds) parsed from ISO-8601. The source is read as text under
+  `SET LOCAL IntervalStyle = iso_8601`, never through psycopg's timedelta (months as 30 days).
+- json, jsonb: by value (key order and whitespace do not matter): both sides are read as JSON
+  text (the state's column cast to text), parsed and dumped with sorted keys. SQL NULL stays
+  None, the JSON document `null` becomes the text `null`: the two differ.
+- arrays (stored as JSON): the same, from psycopg's list and from the state's JSON text.
+- inet, cidr, macaddr, ranges, uuid, enums, xml, char(n)... (a string in the event): text, as
+  Postgres's output function writes it and Debezium sends it (psycopg's ipaddress objects print
+  some addresses differently, e.g. `::ffff:1.2.3.4`).
+- money: read as numeric; numerics compare as exact decimals (trailing zeros do not matter), or as
+  floats when the state holds floats (`decimal.handling.mode=double`).
+- geometric types, bit strings, maps and arrays of non-JSON items (dates, numerics...) are not
+  compared: `Drift.not_compared` names them and the summary says so, rather than a false drift.
+"""
 
 from __future__ import annotations
 
 import bisect
+import datetime as dt
+import decimal
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types import TypeInfo
+from psycopg.types.string import TextLoader
 
-from ecst.consumer.types import canonical
+from ecst.consumer.types import (
+    Field,
+    canonical,
+    debezium_micros,
+    interval_micros,
+    parse_iso_interval,
+)
+
+if TYPE_CHECKING:
+    from ecst.consumer.store import StateStore
 
 
 @dataclass
@@ -93,6 +131,151 @@ def estimate_rows(conn: psycopg.Connection, table: str, condition: str | None = 
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+# How a column is compared (see the module docstring).
+VALUE, TEXT, JSON_DOC, ARRAY, DECIMAL, FLOAT = "value", "text", "json", "array", "decimal", "float"
+INTERVAL_MICROS, INTERVAL_ISO, UNSUPPORTED = "interval-micros", "interval-iso", "unsupported"
+
+_DECIMALS = ("org.apache.kafka.connect.data.Decimal", "io.debezium.data.VariableScaleDecimal")
+_FLOATS = ("float", "double", "float32", "float64")
+_TEXT_LOGICALS = (None, "io.debezium.data.Enum", "io.debezium.data.Uuid", "io.debezium.data.Xml",
+                  "io.debezium.data.Tsvector", "io.debezium.data.Ltree")
+_JSON_ITEM_TYPES = ("string", "boolean", "int8", "int16", "int32", "int64", *_FLOATS)
+_JSON_ITEM_LOGICALS = (*_TEXT_LOGICALS, "io.debezium.data.Json")
+_TEXT_TYPES = ("inet", "cidr", "macaddr", "macaddr8")  # by the source type alone (no recorded schema)
+_MISSING = "<no column>"
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A column of the producer's table: its declared type, and its base type (through domains)."""
+
+    name: str
+    type: str  # as declared, e.g. `integer[]`, `numeric(12,3)`
+    base: str  # pg_type.typname of the base type, e.g. `_int4`, `interval`, `inet`
+    oid: int  # of the base type
+    element: str | None = None  # for arrays, the element's type (regtype text, e.g. `inet`)
+    element_oid: int | None = None
+
+
+def source_columns(conn: psycopg.Connection, table: str, schema: str = "public") -> list[SourceColumn]:
+    rows = conn.execute(
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod), bt.typname, bt.oid,
+                  et.oid::regtype::text, et.oid
+           FROM pg_attribute a
+           JOIN pg_type t ON t.oid = a.atttypid
+           JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+           LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+           WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
+             AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        (schema, table),
+    ).fetchall()
+    return [SourceColumn(*r) for r in rows]
+
+
+def _plain_items(items: Field | None) -> bool:
+    """Array items the consumer stores as JSON as they came (no date, decimal... objects)."""
+    return items is None or (items.type in _JSON_ITEM_TYPES and items.logical in _JSON_ITEM_LOGICALS)
+
+
+def column_kind(src: SourceColumn, f: Field | None) -> str:
+    """How verify compares a source column with the state column recorded as `f` (None: no
+    Connect schema was recorded, e.g. a state written without one)."""
+    logical = f.logical if f is not None else None
+    if src.base == "interval":
+        if f is not None and (logical == "io.debezium.time.Interval" or f.type == "string"):
+            return INTERVAL_ISO
+        return INTERVAL_MICROS
+    if src.base in ("json", "jsonb"):
+        return JSON_DOC
+    if f is None:
+        if src.element is not None:
+            return ARRAY
+        if src.base == "money":
+            return DECIMAL
+        return TEXT if src.base in _TEXT_TYPES else VALUE
+    if logical == "io.debezium.data.Json":
+        return UNSUPPORTED  # e.g. hstore sent as JSON: the source's text is not JSON
+    if f.type == "array":
+        return ARRAY if src.element is not None and _plain_items(f.items) else UNSUPPORTED
+    if logical in _DECIMALS:
+        return DECIMAL
+    if f.type in _FLOATS:
+        return FLOAT
+    if f.type == "string" and logical in _TEXT_LOGICALS:
+        return TEXT
+    if f.type in ("struct", "map") or logical == "io.debezium.data.Bits" or (
+            logical or "").startswith("io.debezium.data.geometry."):
+        return UNSUPPORTED
+    return VALUE
+
+
+def json_text(document: Any) -> str:
+    """One text per JSON value: sorted keys, no spaces (so key order and whitespace never count)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _decimal(value: Any) -> Any:
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not d.is_finite():
+        return str(d)
+    return d.normalize(decimal.Context(prec=max(1, len(d.as_tuple().digits))))  # exact: drops zeros
+
+
+def comparable(kind: str, value: Any, *, source: bool) -> Any:
+    """The comparable form of one value of a column of `kind`, read from the producer (`source`,
+    as `verify_table` reads it) or from the state (as `read_state` reads it). Pure."""
+    if value is None:
+        return None
+    try:
+        if kind == TEXT:
+            return value if isinstance(value, str) else str(value)
+        if kind in (JSON_DOC, ARRAY):
+            return json_text(json.loads(value) if isinstance(value, str) else value)
+        if kind == DECIMAL:
+            return _decimal(value)
+        if kind == FLOAT:
+            return float(value)
+        if kind == INTERVAL_MICROS:
+            if source:
+                return debezium_micros(parse_iso_interval(value))
+            return interval_micros(value) if isinstance(value, dt.timedelta) else int(value)
+        if kind == INTERVAL_ISO:
+            return parse_iso_interval(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return f"<not {kind}: {value!r}>"  # differs from every well-formed value: reported
+    return canonical(value)
+
+
+@dataclass
+class StateRows:
+    """A state table as verify compares it: JSON columns as their JSON text, and the Connect
+    schema recorded for each column (empty when none was recorded)."""
+
+    rows: list[dict[str, Any]]
+    fields: dict[str, Field] = field(default_factory=dict)
+
+
+def read_state(store: StateStore, table: str) -> StateRows:
+    """Every row of a state table, with json/jsonb/array columns read as text so that SQL NULL
+    (None) and the JSON `null` (the text `null`) stay apart, and the recorded column schemas."""
+    from sqlalchemy import JSON, Text, cast, select
+
+    from ecst.consumer.store import POSITION
+
+    if not store.has_table(table):
+        return StateRows([])
+    t = store.load_table(table)
+    cols = [cast(c, Text).label(c.name) if isinstance(c.type, JSON) else c
+            for c in t.columns if c.name != POSITION]
+    spec = store.columns
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(*cols))]
+        recorded = conn.execute(select(spec.c.column_name, spec.c.spec).where(spec.c.table_name == table))
+        fields = {c: Field.from_schema(json.loads(s)) for c, s in recorded}
+    return StateRows(rows, fields)
+
+
 @dataclass
 class Drift:
     """What `verify_table` found: per key range checksums, then the keys that differ."""
@@ -102,15 +285,19 @@ class Drift:
     ranges: int
     differing_ranges: int
     comparison: Comparison
+    not_compared: dict[str, str] = field(default_factory=dict)  # state column -> source type
 
     @property
     def drifted(self) -> bool:
-        return self.differing_ranges > 0
+        return not self.comparison.matches
 
     def summary(self) -> str:
         c = self.comparison
         head = (f"{self.state_table}: {c.source_rows:,} source rows ({self.source_table}), {c.state_rows:,} "
                 f"state rows, {self.ranges} key ranges, {self.differing_ranges} differ")
+        if self.not_compared:
+            head += "; not compared (verify cannot compare these types): " + ", ".join(
+                f"{col} ({kind})" for col, kind in sorted(self.not_compared.items()))
         if not self.drifted:
             return head + ": no drift"
         return head + f": DRIFT, {len(c.missing)} missing, {len(c.extra)} extra, " \
@@ -125,29 +312,67 @@ def _checksum(rows: list[tuple]) -> str:
     return h.hexdigest()
 
 
-def verify_table(conn: psycopg.Connection, source_table: str, state_rows: list[dict[str, Any]],
-                 state_table: str, columns: dict[str, str] | None = None,
-                 key: list[str] | None = None, range_size: int = 1000) -> Drift:
-    """Compare a producer table (read in a read-only transaction) with state rows: the same
-    columns (`columns` maps source to state names; None: every source column) by key."""
+def _read_source(conn: psycopg.Connection, schema: str, table: str, columns: list[SourceColumn],
+                 kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """The producer's rows, each column read in the form its kind compares (inside the caller's
+    read-only transaction, which set IntervalStyle)."""
+    exprs = []
+    for c in columns:
+        ident = sql.Identifier(c.name)
+        kind = kinds.get(c.name, VALUE)
+        if kind in (JSON_DOC, INTERVAL_MICROS, INTERVAL_ISO):
+            exprs.append(sql.SQL("{}::text AS {}").format(ident, ident))
+        elif c.base == "money":
+            exprs.append(sql.SQL("{}::numeric AS {}").format(ident, ident))  # text would be locale's
+        else:
+            exprs.append(ident)
+    with conn.cursor(row_factory=dict_row) as cur:
+        for c in columns:  # Postgres's own output text, as Debezium sends it
+            if kinds.get(c.name) == TEXT:
+                cur.adapters.register_loader(c.oid, TextLoader)
+            elif kinds.get(c.name) == ARRAY and c.element is not None:
+                if c.element in _TEXT_TYPES:
+                    cur.adapters.register_loader(c.element_oid, TextLoader)
+                if cur.adapters.types.get(c.oid) is None:  # e.g. an enum's array: psycopg needs its OIDs
+                    info = TypeInfo.fetch(conn, c.element)
+                    if info is not None:
+                        info.register(cur)
+        cur.execute(sql.SQL("SELECT {} FROM {}.{}").format(
+            sql.SQL(", ").join(exprs), sql.Identifier(schema), sql.Identifier(table)))
+        return cur.fetchall()
+
+
+def verify_table(conn: psycopg.Connection, source_table: str, state: StateRows, state_table: str,
+                 columns: dict[str, str] | None = None, key: list[str] | None = None,
+                 range_size: int = 1000) -> Drift:
+    """Compare a producer table (read in a read-only transaction) with a state table read by
+    `read_state`: the same columns (`columns` maps source to state names; None: every source
+    column) by key, each in the form the consumer stores it (module docstring)."""
     schema, _, table = source_table.rpartition(".")
     schema = schema or "public"
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute("SET LOCAL IntervalStyle = 'iso_8601'")
+        src_columns = source_columns(conn, table, schema)
         src_key = key or primary_key(conn, table, schema)
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
-            source = cur.fetchall()
-    mapping = columns or {c: c for c in (source[0] if source else {})}
-    projected = [{mapping[c]: v for c, v in r.items() if c in mapping} for r in source]
+        mapping = columns or {c.name: c.name for c in src_columns}
+        kinds = {c.name: column_kind(c, state.fields.get(mapping[c.name]))
+                 for c in src_columns if c.name in mapping}
+        source = _read_source(conn, schema, table, src_columns, kinds)
+    not_compared = {mapping[c.name]: c.type for c in src_columns if kinds.get(c.name) == UNSUPPORTED}
+    state_kinds = {mapping[c]: k for c, k in kinds.items() if k != UNSUPPORTED}
+    projected = [{mapping[c]: comparable(kinds[c], v, source=True) for c, v in r.items()
+                  if c in mapping and kinds[c] != UNSUPPORTED} for r in source]
+    state_rows = [{c: comparable(k, r[c], source=False) for c, k in state_kinds.items() if c in r}
+                  for r in state.rows]
     state_key = [mapping.get(k, k) for k in src_key]
-    names = sorted({mapping[c] for c in mapping})
+    names = sorted(state_kinds)
 
     def k(r: dict[str, Any]) -> tuple:
-        return tuple(canonical(r[c]) for c in state_key)
+        return tuple(canonical(r.get(c)) for c in state_key)
 
     def values(r: dict[str, Any]) -> tuple:
-        return tuple(canonical(r.get(c)) for c in names)
+        return tuple(canonical(r.get(c, _MISSING)) for c in names)
 
     keys = sorted(k(r) for r in projected)
     bounds = keys[::range_size] or [()]
@@ -167,4 +392,4 @@ def verify_table(conn: psycopg.Connection, source_table: str, state_rows: list[d
     comparison = compare_rows([r for i in differing for r in src_ranges.get(i, [])],
                               [r for i in differing for r in dst_ranges.get(i, [])], state_key)
     comparison.source_rows, comparison.state_rows = len(projected), len(state_rows)
-    return Drift(source_table, state_table, len(bounds), len(differing), comparison)
+    return Drift(source_table, state_table, len(bounds), len(differing), comparison, not_compared)

@@ -264,13 +264,16 @@ def verify(settings: Settings, config_file: str | None, state_url: str | None, t
            producer_url: str | None, range_size: int) -> None:
     """Compare the private state with the producer's tables; exit 1 on drift. Read-only on both.
 
-    Row counts and a checksum per key range first, then the keys that differ.
+    Row counts and a checksum per key range first, then the keys that differ. Each column is
+    compared in the form the consumer stores it (intervals in the connector's
+    interval.handling.mode, inet/cidr as text, json by value, NULL apart from JSON null); columns
+    of types verify cannot compare (geometric, bit strings) are named in the output.
 
     \b
     Example:
         ecst verify -c consumer/users.yaml
     """
-    from ecst.verify import verify_table
+    from ecst.verify import read_state, verify_table
 
     config = _config(config_file, state_url, topics, None)
     target = producer_target(settings, producer_url)
@@ -279,17 +282,21 @@ def verify(settings: Settings, config_file: str | None, state_url: str | None, t
     conninfo, password = target
     store = StateStore(config.state_url.reveal())
     drifted = False
+    source_table = ""
     try:
         with psycopg.connect(conninfo, password=password, connect_timeout=5) as conn:
             for m in config.topics:
                 parts = m.topic.split(".")
                 source_table = ".".join(parts[-2:]) if len(parts) >= 3 else parts[-1]
                 state_table = m.table or parts[-1]
-                rows = store.rows(state_table) if store.has_table(state_table) else []
-                drift = verify_table(conn, source_table, rows, state_table, m.columns,
-                                     list(m.key) if m.key else None, range_size)
+                drift = verify_table(conn, source_table, read_state(store, state_table), state_table,
+                                     m.columns, list(m.key) if m.key else None, range_size)
                 drifted = drifted or drift.drifted
                 click.echo(drift.summary())
+    except psycopg.Error as exc:
+        where = f"the producer table {source_table}" if source_table else "the producer database"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot read {where}: {reason}") from exc
     finally:
         store.close()
     if drifted:

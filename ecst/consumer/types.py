@@ -2,6 +2,11 @@
 
 Pure functions only: `convert(value, field)` decodes one JSON value according to its Connect
 field schema (logical type and parameters), `sql_type(field)` picks the state-store column type.
+
+NULL in a JSON-stored column (json, jsonb, arrays, maps, structs) is SQL NULL; a json/jsonb value
+that is the JSON document `null` is stored as the JSON text `null` (`JSON.NULL`), so the two stay
+apart as they are in the producer's table. `debezium_micros` and `parse_iso_interval` reproduce
+Debezium's two `interval.handling.mode` representations, for `ecst.verify`.
 """
 
 from __future__ import annotations
@@ -9,9 +14,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -147,7 +153,8 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
         if logical == "io.debezium.time.MicroDuration":  # interval (months approximated)
             return dt.timedelta(microseconds=int(value))
         if logical == "io.debezium.data.Json":
-            return json.loads(value)
+            document = json.loads(value)
+            return JSON.NULL if document is None else document  # the JSON null, not SQL NULL
         if logical in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
             return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
         if logical == "io.debezium.time.MicroTime":
@@ -160,7 +167,8 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
         if f.type == "array":
             if value and all(v == placeholder for v in value):
                 return UNCHANGED
-            return [convert(v, f.items, placeholder) for v in value]
+            # inside a JSON array, a json item's JSON null and a NULL item are both `null`
+            return [None if v is JSON.NULL else v for v in (convert(v, f.items, placeholder) for v in value)]
     except (ValueError, TypeError, KeyError) as exc:
         raise EventError(
             f"field {f.name!r}: cannot decode {value!r} as {logical or f.type}: {exc}"
@@ -237,7 +245,7 @@ def sql_type(f: Field) -> TypeEngine:
     if logical == "io.debezium.time.MicroDuration":
         return Interval()
     if logical == "io.debezium.data.Json":
-        return JSON()
+        return JSON(none_as_null=True)  # None is SQL NULL; JSON.NULL writes the JSON `null`
     return {
         "int8": SmallInteger(),
         "int16": SmallInteger(),
@@ -249,10 +257,65 @@ def sql_type(f: Field) -> TypeEngine:
         "float64": Float(),
         "boolean": Boolean(),
         "bytes": LargeBinary(),
-        "array": JSON(),
-        "map": JSON(),
-        "struct": JSON(),
+        "array": JSON(none_as_null=True),
+        "map": JSON(none_as_null=True),
+        "struct": JSON(none_as_null=True),
     }.get(f.type, Text())
+
+
+DAYS_PER_MONTH = 365.25 / 12  # Debezium's MicroDuration.DAYS_PER_MONTH_AVG: 30.4375
+_LONG = 2**63
+_ISO_INTERVAL = re.compile(
+    r"P(?:(?P<years>[-+]?\d+)Y)?(?:(?P<months>[-+]?\d+)M)?(?:(?P<weeks>[-+]?\d+)W)?(?:(?P<days>[-+]?\d+)D)?"
+    r"(?:T(?:(?P<hours>[-+]?\d+)H)?(?:(?P<minutes>[-+]?\d+)M)?(?:(?P<seconds>[-+]?\d+(?:\.\d*)?)S)?)?"
+)
+
+
+class IntervalParts(NamedTuple):
+    """A Postgres interval as Postgres keeps it: months, days and microseconds, each signed."""
+
+    months: int
+    days: int
+    micros: int
+
+
+def parse_iso_interval(text: str) -> IntervalParts:
+    """Parse an ISO-8601 duration: Postgres's output under `IntervalStyle = iso_8601`
+    (`P1Y2M3DT4H5M6.78S`, `P-1DT2H`, `PT0S`) or Debezium's `interval.handling.mode=string`
+    (`P1Y2M3DT4H5M6.78S`, `P0Y0M-1DT2H3M0.000001S`). Each field carries its own sign."""
+    m = _ISO_INTERVAL.fullmatch(text.strip())
+    if m is None or text.strip() in ("P", "PT"):
+        raise ValueError(f"not an ISO-8601 interval: {text!r}")
+    g = {k: v or "0" for k, v in m.groupdict().items()}
+    seconds = (Decimal(g["seconds"]) * 1_000_000).to_integral_value(ROUND_HALF_EVEN)
+    micros = (int(g["hours"]) * 3600 + int(g["minutes"]) * 60) * 1_000_000 + int(seconds)
+    months = int(g["years"]) * 12 + int(g["months"])
+    return IntervalParts(months, int(g["weeks"]) * 7 + int(g["days"]), micros)
+
+
+def _split(value: int, unit: int) -> tuple[int, int]:
+    """(quotient, remainder) truncated toward zero: the remainder keeps the value's sign."""
+    q = abs(value) // unit * (1 if value >= 0 else -1)
+    return q, value - q * unit
+
+
+def debezium_micros(parts: IntervalParts) -> int:
+    """Debezium's `interval.handling.mode=numeric` value (MicroDuration) for an interval: its
+    microseconds with each month counted as 30.4375 days. Debezium computes it in floating point
+    from the fields its JDBC driver parses (hours, minutes, then seconds with a fraction) and
+    truncates toward zero; the same operations in the same order give the same result here."""
+    hours, rest = _split(parts.micros, 3_600_000_000)
+    minutes, rest = _split(rest, 60_000_000)
+    whole, fraction = _split(rest, 1_000_000)
+    seconds = whole + fraction / 1_000_000
+    days = parts.months * DAYS_PER_MONTH + parts.days
+    total = (((days * 24 + hours) * 60) + minutes) * 60 + seconds
+    return max(-_LONG, min(_LONG - 1, int(total * 1e6)))  # Java's (long) cast saturates
+
+
+def interval_micros(value: dt.timedelta) -> int:
+    """The exact microseconds of a timedelta (no float)."""
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
 def canonical(value: Any) -> Any:

@@ -102,3 +102,67 @@ def test_json_converter_float_type_names_map_to_float_columns():
 
     assert isinstance(sql_type(Field("r", "float")), Float)
     assert isinstance(sql_type(Field("d", "double")), Float)
+
+
+def test_sql_null_and_json_null_stay_apart_in_json_columns(tmp_path):
+    """Issue 9: SQL NULL in a json, jsonb or array column is SQL NULL in the state; the JSON
+    document `null` is the JSON text `null`. Checked with IS NULL on real SQLite."""
+    from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, text
+    from sqlalchemy.types import JSON
+
+    from ecst.consumer.types import sql_type
+
+    as_json = f("string", "io.debezium.data.Json")
+    ints = Field(name="a", type="array", items=Field(name="", type="int32"))
+    assert convert(None, as_json) is None and convert(None, ints) is None
+    assert convert("null", as_json) is JSON.NULL
+    json_items = Field(name="ja", type="array", items=as_json)
+    assert convert(['{"a": 1}', "null", None], json_items) == [{"a": 1}, None, None]
+
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("j", sql_type(as_json)), Column("a", sql_type(ints)))
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table), [
+            {"id": 1, "j": convert(None, as_json), "a": convert(None, ints)},
+            {"id": 2, "j": convert("null", as_json), "a": convert([1, None], ints)},
+            {"id": 3, "j": convert('{"k": null}', as_json), "a": convert([], ints)},
+        ])
+        nulls = conn.execute(text("SELECT id, j IS NULL, a IS NULL FROM t ORDER BY id")).all()
+        stored = conn.execute(text("SELECT j, a FROM t WHERE id = 2")).one()
+    assert [tuple(r) for r in nulls] == [(1, 1, 1), (2, 0, 0), (3, 0, 0)]
+    assert tuple(stored) == ("null", "[1, null]")
+
+
+# (Postgres interval, its IntervalStyle=iso_8601 output, what Debezium 3.6 sent on the local stack:
+#  interval.handling.mode=numeric, then =string)
+DEBEZIUM_INTERVALS = [
+    ("1 year 2 mons 3 days 04:05:06.78", "P1Y2M3DT4H5M6.78S", 37091106780000, "P1Y2M3DT4H5M6.78S"),
+    ("-1 days +02:03:00.000001", "P-1DT2H3M0.000001S", -79019999999, "P0Y0M-1DT2H3M0.000001S"),
+    ("-1 year -1 mons", "P-1Y-1M", -34187400000000, "P-1Y-1M0DT0H0M0S"),
+    ("0.1 seconds", "PT0.1S", 100000, "P0Y0M0DT0H0M0.1S"),
+    ("1 mon 0.3 seconds", "P1MT0.3S", 2629800300000, "P0Y1M0DT0H0M0.3S"),
+    ("7 mons 12:00:00.123456", "P7MT12H0.123456S", 18451800123456, "P0Y7M0DT12H0M0.123456S"),
+]
+
+
+@pytest.mark.parametrize(("pg", "iso", "micros", "debezium_iso"), DEBEZIUM_INTERVALS)
+def test_intervals_as_debezium_sends_them(pg, iso, micros, debezium_iso):
+    from ecst.consumer.types import debezium_micros, parse_iso_interval
+
+    parts = parse_iso_interval(iso)
+    assert parse_iso_interval(debezium_iso) == parts
+    assert debezium_micros(parts) == micros
+
+
+def test_iso_interval_parsing():
+    from ecst.consumer.types import IntervalParts, interval_micros, parse_iso_interval
+
+    assert parse_iso_interval("PT0S") == IntervalParts(0, 0, 0)
+    assert parse_iso_interval("PT-4H-5M-6.999999S") == IntervalParts(0, 0, -14_706_999_999)
+    assert parse_iso_interval("P2W1D") == IntervalParts(0, 15, 0)
+    for bad in ("", "P", "1 day", "P1.5Y"):
+        with pytest.raises(ValueError):
+            parse_iso_interval(bad)
+    assert interval_micros(dt.timedelta(days=-1, microseconds=1)) == -86_399_999_999
