@@ -5,6 +5,8 @@
     ├── StackError              the local stack cannot be installed, started or reached
     │   └── PortInUseError      a port the stack needs is taken by another process
     ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
+    ├── ProducerError           the producer database is unknown or unreachable, or lacks what a
+    │                           connector needs (a key for every captured table)
     ├── ConnectError            the Kafka Connect REST API failed or is unreachable
     │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
@@ -35,6 +37,11 @@ class PortInUseError(StackError):
 
 class DefinitionError(EcstError):
     """A connector definition file is invalid; the message names the file and key or line."""
+
+
+class ProducerError(EcstError):
+    """The producer database is unknown or unreachable, or lacks what a connector needs: e.g. a
+    captured table without a primary key that message.key.columns does not cover."""
 
 
 class ConnectError(EcstError):

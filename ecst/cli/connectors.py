@@ -15,7 +15,7 @@ from ecst.cli.main import cli
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.contexts import resolve
-from ecst.connectors.definition import load_definitions, mask_config
+from ecst.connectors.definition import ConnectorDefinition, load_definitions, mask_config
 from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.slots import slot_name, slot_status
 from ecst.exceptions import ConnectError
@@ -47,6 +47,31 @@ files_option = click.option("-f", "--file", "files", multiple=True, required=Tru
 env_option = click.option("--env", "env", help="Merge the overlay env/<ENV>.yaml over the definitions.")
 
 
+def key_check_options(f: Callable) -> Callable:
+    """--producer-url / --skip-key-check on the commands that check captured tables' keys."""
+    f = click.option("--skip-key-check", is_flag=True,
+                     help="Do not check the captured tables' keys in the producer database (when "
+                          "only Kafka Connect is reachable from here).")(f)
+    return click.option("--producer-url", envvar="ECST_PRODUCER_URL",
+                        help="The producer database (postgresql://…), read to check that every captured "
+                             "table has a key. Default: the local stack's, for the local Connect.")(f)
+
+
+def _check_keys(client: ConnectClient, defs: list[ConnectorDefinition], producer_url: str | None,
+                skip: bool) -> None:
+    """Refuse, before anything is sent, definitions capturing a table without a key. The local
+    stack's database stands in for the producer only when Connect is the local stack's too:
+    checking another cluster's connectors against it would prove nothing."""
+    if skip:
+        click.echo("Warning: the captured tables' keys were not checked (--skip-key-check): a table "
+                   "without a primary key or message.key.columns fails the connector's task", err=True)
+        return
+    settings: Settings = click.get_current_context().obj
+    local = client.url.rstrip("/") == f"http://127.0.0.1:{settings.connect_port}"
+    target = producer_target(settings, producer_url) if producer_url or local else None
+    apply_mod.check_keys(defs, target)
+
+
 def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -72,13 +97,20 @@ def connectors() -> None:
 @click.option("--selector", default="*", show_default=True,
               help="Only prune connectors whose name matches this glob (for shared clusters).")
 @click.option("--yes", is_flag=True, help="Do not ask before pruning.")
+@key_check_options
 @output_option
 @cluster_options
 def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wait_s: float,
-              dry_run: bool, prune: bool, selector: str, yes: bool, output: str) -> None:
+              dry_run: bool, prune: bool, selector: str, yes: bool, producer_url: str | None,
+              skip_key_check: bool, output: str) -> None:
     """Validate, create or update connectors, and wait until they run: created/updated/unchanged.
 
     Every file is checked before anything is sent; Connect's validation errors are listed per key.
+    Every table a Debezium Postgres connector captures must have a key in the producer database
+    (a primary key, a unique index on NOT NULL columns, or message.key.columns): a table without
+    one is refused, since Debezium would send its changes without a key, which a compacted topic
+    rejects. The producer database is --producer-url, else ECST_PRODUCER_URL, else the local
+    stack's when Connect is too; when it is not known, apply refuses unless --skip-key-check.
     A connector or task that goes FAILED prints its trace and exits 1.
 
     \b
@@ -87,6 +119,9 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
         ecst connectors apply -f connectors/ --env prod --prune --selector 'users*' --yes
     """
     defs = load_definitions(list(files), env=env)
+    for d in defs:  # reach Connect first: its errors come before the producer database's
+        apply_mod.plan(client, d)
+    _check_keys(client, defs, producer_url, skip_key_check)
     results = []
     for d in defs:
         change = apply_mod.apply(client, d, wait_s=wait_s, dry_run=dry_run)
@@ -113,19 +148,24 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
 @connectors.command("plan")
 @files_option
 @env_option
+@key_check_options
 @output_option
 @cluster_options
-def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, output: str) -> None:
+def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, producer_url: str | None,
+             skip_key_check: bool, output: str) -> None:
     """Show what apply would change, key by key (secrets masked). Exit 2 if changes are pending.
+
+    Refuses (exit 1) what apply would refuse: a captured table without a key (see apply).
 
     \b
     Example:
         ecst connectors plan -f connectors/ --env prod
     """
     defs = load_definitions(list(files), env=env)
+    changes = [apply_mod.plan(client, d) for d in defs]
+    _check_keys(client, defs, producer_url, skip_key_check)
     pending, results = False, []
-    for d in defs:
-        change = apply_mod.plan(client, d)
+    for d, change in zip(defs, changes, strict=True):
         diff = {k: [None if old is None else d.masked({k: old})[k],
                     None if new is None else d.masked({k: new})[k]]
                 for k, (old, new) in change.diff.items()}

@@ -12,7 +12,7 @@ import click
 from ecst.cli.main import cli
 from ecst.consumer.config import DEFAULT_TOPIC, ConsumerConfig, load_consumer_config
 from ecst.consumer.http import StatusServer
-from ecst.consumer.runner import Consumer
+from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore
 from ecst.settings import Secret, Settings
 
@@ -45,6 +45,10 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
             batch_size: int | None, dead_letter_topic: str | None, fail_fast: bool | None,
             http_port: int | None, until_caught_up: bool, until_ready: bool) -> None:
     """Apply Debezium change events to the private state; SIGTERM finishes the batch and exits 0.
+
+    A topic the run read nothing from gets a line on stderr saying why: it holds no records (a
+    warning: its connector is not producing, e.g. its task FAILED), or the state already holds it
+    up to the offsets stored with it.
 
     \b
     Example:
@@ -87,3 +91,23 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         f"applied {stats.records} records in {stats.batches} batches ({ops}, {stats.ignored} "
         f"ignored, {stats.apply.stale} stale, {stats.dead_lettered} dead-lettered) to {store.safe_url}"
     )
+    for line in why_nothing(consumer.topics, stats):
+        click.echo(line, err=True)
+
+
+def why_nothing(topics: list[str], stats: RunStats) -> list[str]:
+    """One line for each topic the run read no record from, saying why."""
+    lines = []
+    for topic in topics:
+        if stats.by_topic.get(topic):
+            continue
+        if topic in stats.empty_at_start:
+            lines.append(
+                f"Warning: topic {topic} holds no records, so nothing was applied from it: if its table "
+                "has rows, its connector is not producing them, usually because its task FAILED (see "
+                "`ecst connectors list`, then `ecst connectors status <connector>`; a captured table "
+                "without a primary key or message.key.columns fails with \"Compacted topic cannot "
+                "accept message without key\")")
+        else:
+            lines.append(f"topic {topic}: no new records after the offsets stored in the state")
+    return lines

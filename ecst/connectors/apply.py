@@ -1,4 +1,5 @@
-"""plan / apply: compare a definition with the cluster, send it, wait until it runs."""
+"""plan / apply: compare a definition with the cluster, check it against the producer database,
+send it, wait until it runs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import fnmatch
 import time
 from dataclasses import dataclass, field
 
+import psycopg
+
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition
-from ecst.exceptions import ConnectError, ConnectorFailedError, ValidationError
+from ecst.connectors.keys import require_keys
+from ecst.connectors.slots import slot_name
+from ecst.exceptions import ConnectError, ConnectorFailedError, ProducerError, ValidationError
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 
@@ -36,6 +41,46 @@ def plan(client: ConnectClient, definition: ConnectorDefinition) -> Change:
         return Change(definition.name, CREATED, {k: (None, v) for k, v in definition.config.items()})
     diff = diff_configs(current, definition.config)
     return Change(definition.name, UPDATED if diff else UNCHANGED, diff)
+
+
+def check_keys(definitions: list[ConnectorDefinition],
+               producer: tuple[str, str | None] | None) -> None:
+    """Refuse (ProducerError) any Debezium Postgres definition that captures a table whose change
+    events would have no key: no primary key, no usable unique index, and not covered by
+    `message.key.columns` (see `keys.py`). Run it before anything is sent to Connect.
+
+    `producer` is the producer database's (conninfo, password). When it is None (not known where
+    this runs) the check cannot be made, and that is refused too: the CLI's `--skip-key-check`
+    is the explicit way to go without it."""
+    checked = [d for d in definitions if slot_name(d.config) is not None]
+    if not checked:
+        return
+    if producer is None:
+        raise ProducerError(
+            f"connector {checked[0].name} captures tables of a producer database that is not known here, "
+            "and apply first checks that each has a key: pass --producer-url (or set ECST_PRODUCER_URL; "
+            "any role that can log in will do, it only reads the catalog), or --skip-key-check to go "
+            "without the check")
+    conninfo, password = producer
+    try:
+        conn = psycopg.connect(conninfo, password=password, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise ProducerError(
+            f"cannot reach the producer database to check the captured tables' keys "
+            f"({_first_line(exc)}): fix --producer-url (or ECST_PRODUCER_URL), or pass "
+            "--skip-key-check to go without the check") from exc
+    try:
+        with conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            for d in checked:
+                require_keys(conn, d)
+    except psycopg.Error as exc:
+        raise ProducerError(f"the producer database refused the key check: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def validate(client: ConnectClient, definition: ConnectorDefinition) -> None:

@@ -3,7 +3,9 @@ it needs, and is replication hurting it? Every check says how to fix what it fin
 
 Checks: wal_level, replication slot and WAL sender headroom, the connector role (REPLICATION,
 not a superuser, SELECT on each captured table), the publication (exactly the captured tables),
-primary keys, REPLICA IDENTITY (warns when DEFAULT meets TOAST-able columns), heartbeats, and the
+a key for every captured table (`keys.py`: primary key, message.key.columns or a unique index),
+REPLICA IDENTITY (warns when DEFAULT meets TOAST-able columns, or cannot serve a table without a
+primary key), heartbeats, and the
 WAL every slot retains (an inactive slot is the classic way CDC fills a producer's disk).
 """
 
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from ecst.connectors.definition import ConnectorDefinition
+from ecst.connectors.keys import TableKey, keyless_fix, table_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DEFAULT_MAX_RETAINED_WAL = 1 << 30  # 1 GiB
@@ -34,14 +37,17 @@ class Finding:
         return asdict(self)
 
 
-def _captured_tables(conn: psycopg.Connection, config: dict[str, str]) -> list[tuple[str, str]]:
-    """(schema, table) pairs matched by table.include.list (Debezium treats entries as regexes)."""
-    patterns = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
-    rows = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-    ).fetchall()
-    return sorted((s, t) for s, t in rows if any(re.fullmatch(p, f"{s}.{t}") for p in patterns))
+def _key_finding(key: TableKey) -> Finding:
+    name = key.table.qualified
+    if key.missing:
+        return Finding("primary_key", FAIL, f"message.key.columns names {', '.join(key.missing)} for {name}, "
+                       f"which has no such column (columns: {', '.join(key.table.columns)})",
+                       "name existing columns in message.key.columns")
+    if not key.ok:
+        note = f" ({key.note})" if key.note else ""
+        return Finding("primary_key", FAIL, f"{name} has no primary key{note}: change events have no key",
+                       keyless_fix(name))
+    return Finding("primary_key", OK, f"{name} has a key: {key.describe()}")
 
 
 def _role(config: dict[str, str], role: str | None) -> str | None:
@@ -86,9 +92,9 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
                        f"{senders} of max_wal_senders={max_senders} in use",
                        "raise max_wal_senders (restart)" if max_senders - senders < 2 else None))
 
-    tables = _captured_tables(conn, config)
-    names = [f"{s}.{t}" for s, t in tables]
-    if not tables:
+    keys = table_keys(conn, config, f"{definition.source}: " if definition.source else "")
+    names = [k.table.qualified for k in keys]
+    if not keys:
         out.append(Finding("tables", FAIL, f"table.include.list {config.get('table.include.list')!r} "
                            "matches no table in this database", "check the list, or the database"))
 
@@ -170,25 +176,32 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
         else:
             out.append(Finding("publication", OK, f"publication {pub} covers exactly {', '.join(names)}"))
 
-    key_columns = config.get("message.key.columns", "")
-    for schema, table in tables:
-        name = f"{schema}.{table}"
-        info = conn.execute(
-            """SELECT c.relreplident,
-                      EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                      EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                              AND NOT a.attisdropped AND a.attlen = -1 AND a.attstorage IN ('x', 'e'))
-               FROM pg_class c WHERE c.oid = %s::regclass""", (name,)).fetchone()
-        replident, has_pk, toastable = info
-        if not has_pk and name not in key_columns:
-            out.append(Finding("primary_key", FAIL, f"{name} has no primary key: change events have no key",
-                               f"ALTER TABLE {name} ADD PRIMARY KEY (…), or set message.key.columns"))
-        else:
-            out.append(Finding("primary_key", OK, f"{name} has a key"))
-        if replident == "n":
+    for key in keys:
+        name, table = key.table.qualified, key.table
+        toastable = conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_attribute a
+                              WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
+                              AND a.attnum > 0 AND NOT a.attisdropped AND a.attlen = -1
+                              AND a.attstorage IN ('x', 'e'))""",
+            (table.schema, table.name)).fetchone()[0]
+        out.append(_key_finding(key))
+        identity = table.identity_columns
+        if table.replica_identity == "n":
             out.append(Finding("replica_identity", FAIL, f"{name} has REPLICA IDENTITY NOTHING: updates and "
-                               "deletes carry no key", f"ALTER TABLE {name} REPLICA IDENTITY DEFAULT"))
-        elif replident == "d" and toastable:
+                               "deletes carry no key", f"ALTER TABLE {name} REPLICA IDENTITY "
+                               + ("DEFAULT" if table.primary_key else "FULL")))
+        elif not identity:  # DEFAULT without a primary key logs no old values, like NOTHING
+            out.append(Finding("replica_identity", WARN, f"{name} has no primary key and REPLICA IDENTITY "
+                               "DEFAULT: UPDATE and DELETE on it fail on the producer while its publication "
+                               "publishes them (fine for an append-only table)",
+                               f"ALTER TABLE {name} REPLICA IDENTITY FULL, or USING INDEX <unique index "
+                               "on NOT NULL columns>"))
+        elif key.ok and not set(key.columns) <= set(identity):
+            out.append(Finding("replica_identity", WARN, f"deletes from {name} carry the old values of "
+                               f"{', '.join(identity)} only (its replica identity), not of every key column "
+                               f"({', '.join(key.columns)}): Debezium fills the others with empty values, "
+                               "so a delete misses its row", f"ALTER TABLE {name} REPLICA IDENTITY FULL"))
+        elif table.replica_identity == "d" and toastable:
             out.append(Finding("replica_identity", WARN, f"{name} has REPLICA IDENTITY DEFAULT and "
                                "TOAST-able columns: updates that leave a large value untouched carry "
                                "Debezium's unchanged-value placeholder (ecst keeps the stored value)",

@@ -92,6 +92,10 @@ class RunStats:
     ignored: int = 0  # Kafka tombstones, heartbeats, transaction metadata
     dead_lettered: int = 0
     apply: ApplyStats = field(default_factory=ApplyStats)
+    # Why a topic yielded nothing, for `ecst consume`: records read per topic, and the topics
+    # that held no record at all when the run started (e.g. their connector's task failed).
+    by_topic: dict[str, int] = field(default_factory=dict)
+    empty_at_start: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -208,6 +212,8 @@ class Consumer:
             targets = consumer.end_offsets(partitions)
             beginnings = consumer.beginning_offsets(partitions)
             log.info("end offsets at start: %s", _fmt(targets))
+            self.stats.empty_at_start = {t for t in self.topics if all(
+                beginnings.get(tp, 0) >= end for tp, end in targets.items() if tp.topic == t)}
             stored = self.store.stored_offsets()
             cold = [t for t in self.topics if self.cold_start_completes
                     and not any(k[0] == t for k in stored)]
@@ -292,6 +298,8 @@ class Consumer:
         ignored = sum(1 for d in items if d.event is None and not d.error)
         self.stats.batches += 1
         self.stats.records += len(items)
+        for d in items:
+            self.stats.by_topic[d.record.topic] = self.stats.by_topic.get(d.record.topic, 0) + 1
         self.stats.ignored += ignored
         self.stats.apply.merge(stats)
         self.metrics.inc("ecst_batches_total")

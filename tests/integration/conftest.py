@@ -87,16 +87,19 @@ class Capture:
                         group_id=group or f"g-{self.uid}", batch_size=batch_size,
                         config=ConsumerConfig().with_(**config))
 
-    def compare(self, store: StateStore) -> verify.Comparison:
+    def compare(self, store: StateStore, key: list[str] | None = None) -> verify.Comparison:
+        """Every column of every row, by the producer's primary key (or `key`, for a table keyed
+        by message.key.columns)."""
         return verify.compare_rows(verify.source_rows(self.conn, self.table), store.rows(self.table),
-                                   verify.primary_key(self.conn, self.table))
+                                   key or verify.primary_key(self.conn, self.table))
 
-    def converge(self, store: StateStore, timeout_s: float = 90, **consumer_options) -> verify.Comparison:
+    def converge(self, store: StateStore, timeout_s: float = 90, key: list[str] | None = None,
+                 **consumer_options) -> verify.Comparison:
         """Consume until the state equals the producer table, or the timeout passes."""
         deadline = time.monotonic() + timeout_s
         while True:
             self.consumer(store, **consumer_options).run(until_caught_up=True)
-            result = self.compare(store)
+            result = self.compare(store, key)
             if result.matches or time.monotonic() > deadline:
                 return result
             time.sleep(1)

@@ -133,3 +133,41 @@ def test_a_signal_table_the_connector_cannot_write_is_reported(capture, tmp_path
     [finding] = findings["signal"]
     assert finding["status"] == "fail" and "cannot INSERT" in finding["message"]
     assert finding["fix"] == f"GRANT SELECT, INSERT ON public.{capture.signal_table} TO {CONNECTOR_ROLE}"
+
+
+def test_keys_from_message_key_columns_or_a_unique_index_pass_and_a_missing_column_fails(capture, tmp_path):
+    nokey, unique, keyed = f"nokey_{capture.uid}", f"uq_{capture.uid}", f"pk_{capture.uid}"
+    for table in (nokey, unique, keyed):
+        capture.conn.execute(f"CREATE TABLE {table} (a int NOT NULL, b text)")
+        capture.conn.execute(f"GRANT SELECT ON {table} TO {CONNECTOR_ROLE}")
+    capture.conn.execute(f"CREATE UNIQUE INDEX {unique}_a ON {unique} (a)")  # Debezium keys by it
+    capture.conn.execute(f"ALTER TABLE {keyed} ADD PRIMARY KEY (a)")
+
+    def config(table, **extra):
+        return {**capture.doc, "config": {**capture.doc["config"], "table.include.list": f"public.{table}",
+                                          **extra}}
+
+    try:
+        _, by_columns = doctor(config(nokey, **{"message.key.columns": f"public.{nokey}:a"}), tmp_path)
+        _, by_index = doctor(config(unique), tmp_path)
+        _, missing = doctor(config(nokey, **{"message.key.columns": f"public.{nokey}:id"}), tmp_path)
+        _, other = doctor(config(keyed, **{"message.key.columns": f"public.{keyed}:b"}), tmp_path)
+    finally:
+        capture.conn.execute(f"DROP TABLE {nokey}, {unique}, {keyed}")
+    [pk] = missing["primary_key"]
+    assert pk["status"] == "fail" and pk["message"] == (
+        f"message.key.columns names id for public.{nokey}, which has no such column (columns: a, b)")
+    [pk] = by_index["primary_key"]
+    assert pk["status"] == "ok" and pk["message"] == f"public.{unique} has a key: unique index {unique}_a (a)"
+    [pk] = by_columns["primary_key"]
+    assert pk["status"] == "ok" and pk["message"] == f"public.{nokey} has a key: message.key.columns (a)"
+    # no primary key and REPLICA IDENTITY DEFAULT: the producer's own UPDATE/DELETE would fail
+    [ri] = by_columns["replica_identity"]
+    assert ri["status"] == "warn" and "UPDATE and DELETE" in ri["message"]
+    assert f"ALTER TABLE public.{nokey} REPLICA IDENTITY FULL" in ri["fix"]
+    # a key other than the primary key: deletes (REPLICA IDENTITY DEFAULT) carry only the primary key
+    [pk] = other["primary_key"]
+    assert pk["status"] == "ok" and pk["message"] == f"public.{keyed} has a key: message.key.columns (b)"
+    [ri] = other["replica_identity"]
+    assert ri["status"] == "warn" and ri["message"].startswith(f"deletes from public.{keyed} carry the old "
+                                                               "values of a only")
