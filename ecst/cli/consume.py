@@ -12,7 +12,7 @@ import click
 from ecst.cli.main import cli
 from ecst.consumer.config import DEFAULT_TOPIC, ConsumerConfig, load_consumer_config
 from ecst.consumer.http import StatusServer
-from ecst.consumer.runner import Consumer, RunStats
+from ecst.consumer.runner import Consumer, RunStats, check_mappings
 from ecst.consumer.store import StateStore
 from ecst.settings import Secret, Settings
 
@@ -61,11 +61,12 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         bootstrap_servers=bootstrap_servers, batch_size=batch_size,
         dead_letter_topic=dead_letter_topic, fail_fast=fail_fast, http_port=http_port,
     )
+    if topics:
+        config = config.with_(topics=tuple(config.mapping(t) for t in topics))
+    bootstrap = config.bootstrap_servers or settings.effective_bootstrap_servers
+    check_mappings(config, bootstrap)  # a mapping the records do not fit: nothing is written
     store = StateStore(config.state_url.reveal())
-    consumer = Consumer(
-        store, list(topics) or None, config=config,
-        bootstrap_servers=config.bootstrap_servers or settings.effective_bootstrap_servers,
-    )
+    consumer = Consumer(store, config=config, bootstrap_servers=bootstrap, mappings_checked=True)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

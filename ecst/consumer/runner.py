@@ -26,7 +26,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from ecst.consumer.config import ConsumerConfig, TopicMapping, map_event
+from ecst.consumer.config import ConsumerConfig, TopicMapping, check_mapping, map_event
 from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.snapshots import MARKERS, snapshot_transitions
@@ -45,6 +45,52 @@ log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
 REBUILD_CHECK_S = 5.0  # how often the loop looks for a rebuild's progress (for /metrics)
 TRANSIENT_RETRIES = 5
+PEEK_RECORDS = 50  # per partition: the latest records a mapping is checked against
+
+
+def check_mappings(config: ConsumerConfig, bootstrap_servers: str, timeout_s: float = 10.0) -> None:
+    """Check each mapped topic's key and columns against its latest records, before anything is
+    written: a mapping naming a column the records lack is a ConfigError naming topic and column.
+    Mirrored topics need no check; a topic with no records yet is checked as its records arrive."""
+    mapped = [m for m in config.topics if not m.mirrors]
+    if not mapped:
+        return
+    try:
+        reader = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), enable_auto_commit=False,
+                               group_id=None, request_timeout_ms=30000)
+    except KafkaError as exc:
+        raise StackError(f"couldn't connect to Kafka at {bootstrap_servers}: {exc}") from exc
+    try:
+        for mapping in mapped:
+            for record in _latest_records(reader, mapping.topic, timeout_s):
+                try:
+                    event = decode(record, config.placeholder)
+                except EventError:
+                    continue  # a bad record is the dead-letter path's business, not the mapping's
+                if event is not None:
+                    check_mapping(event, mapping)
+    finally:
+        reader.close()
+
+
+def _latest_records(reader: KafkaConsumer, topic: str, timeout_s: float) -> list[Record]:
+    parts = reader.partitions_for_topic(topic)
+    if not parts:
+        return []
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    reader.assign(tps)
+    ends, begins = reader.end_offsets(tps), reader.beginning_offsets(tps)
+    todo = {tp for tp in tps if ends[tp] > begins[tp]}
+    for tp in todo:
+        reader.seek(tp, max(begins[tp], ends[tp] - PEEK_RECORDS))
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while todo and time.monotonic() < deadline:
+        for tp, messages in reader.poll(timeout_ms=500).items():
+            out += [Record(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+            if messages and messages[-1].offset >= ends[tp] - 1:
+                todo.discard(tp)
+    return out
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
@@ -122,6 +168,7 @@ class Consumer:
         client_id: str = "ecst-consumer",
         accept: Callable[[ChangeEvent], bool] | None = None,
         cold_start_completes: bool = True,
+        mappings_checked: bool = False,
     ) -> None:
         config = config or ConsumerConfig()
         if topics:
@@ -144,6 +191,7 @@ class Consumer:
         self.cold_start_completes = cold_start_completes  # see _complete_cold_start
         self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._rebuild_checked = 0.0
+        self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
 
     # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
@@ -209,6 +257,8 @@ class Consumer:
         consumer = self._connect()
         try:
             partitions = self._wait_for_topics(consumer, topic_timeout_s)
+            if not self.mappings_checked:
+                check_mappings(self.config, self.bootstrap_servers)
             targets = consumer.end_offsets(partitions)
             beginnings = consumer.beginning_offsets(partitions)
             log.info("end offsets at start: %s", _fmt(targets))
@@ -326,7 +376,9 @@ class Consumer:
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
                 return self.store.apply(events, _next_offsets(items), snapshots)
-            except OperationalError as exc:  # connection lost, database locked: not the data
+            except OperationalError as exc:
+                if not _transient(exc):
+                    raise
                 if attempt == TRANSIENT_RETRIES:
                     raise StateStoreError(f"state store unavailable: {exc.orig or exc}") from exc
                 log.warning("state store error (%s), retrying in %.1f s", exc.orig or exc, delay)
@@ -507,6 +559,15 @@ class Consumer:
         purged = self.store.purge_tombstones(cutoff)
         if purged:
             log.info("purged %d delete tombstones older than %s", purged, cutoff)
+
+
+def _transient(exc: OperationalError) -> bool:
+    """A lost connection or a locked database, worth a retry; not an error in the statement
+    (SQLite reports both as OperationalError, Postgres only the first)."""
+    if "sqlite" not in type(exc.orig).__module__:
+        return True
+    text = str(exc.orig).lower()
+    return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o"))
 
 
 def _where(r: Record) -> str:

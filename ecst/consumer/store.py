@@ -485,7 +485,8 @@ class StateStore:
         return Table(
             name,
             MetaData(),
-            *[Column(c, sql_type(f), primary_key=c in key, nullable=c not in key)
+            # autoincrement=False: the key comes from the source, never a sequence of the state's
+            *[Column(c, sql_type(f), primary_key=c in key, nullable=c not in key, autoincrement=False)
               for c, f in fields.items()],
             Column(POSITION, BigInteger, nullable=False),
         )

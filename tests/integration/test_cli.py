@@ -97,3 +97,45 @@ def test_no_secret_value_appears_in_plan_errors_or_logs(capture, tmp_path, stack
     assert literal not in out
     describe = ecst("connectors", "describe", capture.definition.name, "--connect-url", stack.connect_url)
     assert "database.password: ${env:ECST_CONNECTOR_PASSWORD}" in describe.stdout
+
+
+def test_a_mapping_the_records_do_not_fit_is_refused_before_anything_is_written(capture, tmp_path, stack):
+    capture.create(rows=50)
+    capture.apply()
+    warm = tmp_path / "warm.db"  # the topic holds the snapshot before the mappings are tried
+    assert ecst("consume", "--state-url", f"sqlite:///{warm}", "--topic", capture.topic,
+                "--bootstrap-servers", stack.bootstrap, "--until-ready").returncode == 0
+    state = tmp_path / "state.db"
+
+    def consume_with(topic_mapping):
+        cfg = write(tmp_path / "consumer.yaml", {
+            "kafka": {"bootstrap_servers": stack.bootstrap, "group_id": f"g-{capture.uid}"},
+            "state": {"url": f"sqlite:///{state}"}, "topics": [{"topic": capture.topic, **topic_mapping}]})
+        return ecst("consume", "-c", str(cfg), "--until-caught-up")
+
+    # a key the records do not have: one line naming topic and column; the state is not even created
+    run = consume_with({"key": ["account_id"], "columns": ["account_id", "email"]})
+    assert run.returncode == 1 and not state.exists()
+    assert run.stderr.splitlines() == [
+        f"Error: topic {capture.topic}: key column 'account_id' (topics[].key) is not in its records (they "
+        "have id, email, full_name, country, balance, active, birth_date, last_login, created_at, "
+        "updated_at): fix the consumer config"], run.stderr
+    run = consume_with({"columns": ["id", "emial"]})
+    assert run.returncode == 1 and not state.exists()
+    assert "column 'emial' (topics[].columns) is not in its records" in run.stderr
+    # the right mapping catches up; then a wrong one is refused all the same, state unchanged
+    assert consume_with({"key": ["email"], "columns": ["email", "full_name"]}).returncode == 0
+    before = state.read_bytes()
+    run = consume_with({"key": ["account_id"]})
+    assert run.returncode == 1 and "key column 'account_id'" in run.stderr
+    # a delete carries only its record key for certain (its `before` says email = ''): a state keyed
+    # by email cannot follow it
+    capture.conn.execute(f'DELETE FROM "{capture.table}" WHERE id = 7')
+    run = consume_with({"key": ["email"], "columns": ["email", "full_name"]})
+    assert run.returncode == 1, run.stdout
+    assert run.stderr.splitlines() == [
+        f"Error: topic {capture.topic}: key column 'email' (topics[].key) is not in the key of its delete "
+        "records (id): a delete carries only its record key for certain (Debezium fills the other columns "
+        "of `before` with type defaults under REPLICA IDENTITY DEFAULT), so a state keyed otherwise cannot "
+        "follow deletes; use the record key's columns as the key"], run.stderr
+    assert state.read_bytes() == before

@@ -5,6 +5,7 @@ import pytest
 from ecst.consumer.config import (
     ConsumerConfig,
     TopicMapping,
+    check_mapping,
     load_consumer_config,
     map_event,
     parse_consumer_config,
@@ -46,6 +47,27 @@ def test_projection_and_renames():
 def test_key_override_takes_values_from_the_row():
     e = map_event(EVENT, TopicMapping("t", key=("email",), columns={"email": "email", "full_name": "n"}))
     assert e.key == {"email": "a@b"} and e.after == {"email": "a@b", "n": "Ann"}
+
+
+def test_a_key_column_the_records_lack_is_a_config_error_naming_topic_and_column():
+    with pytest.raises(ConfigError, match=r"^topic t: key column 'account' \(topics\[\]\.key\) is not in its "
+                       r"records \(they have id, email, full_name, secret\): fix the consumer config$"):
+        map_event(EVENT, TopicMapping("t", key=("account",)))
+
+
+def test_a_delete_takes_the_mapped_key_from_its_record_key_only():
+    delete = ChangeEvent(op="d", table="users", key={"id": 1}, after=None, position=6, topic="t",
+                         partition=0, offset=1, before={"id": 1, "email": ""})  # as Debezium sends it
+    with pytest.raises(ConfigError, match="is not in the key of its delete records \\(id\\)"):
+        check_mapping(delete, TopicMapping("t", key=("email",)))
+    check_mapping(delete, TopicMapping("t", key=("id",), columns={"id": "id", "nope": "x"}))  # no row
+
+
+def test_check_mapping_names_a_mapped_column_the_records_lack():
+    check_mapping(EVENT, TopicMapping("t"))  # a mirror always fits
+    check_mapping(EVENT, TopicMapping("t", key=("email",), columns={"email": "e", "secret": "s"}))
+    with pytest.raises(ConfigError, match=r"column 'emial' \(topics\[\]\.columns\) is not in its records"):
+        check_mapping(EVENT, TopicMapping("t", columns={"id": "id", "emial": "email"}))
 
 
 @pytest.mark.parametrize("doc, message", [

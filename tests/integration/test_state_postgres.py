@@ -1,9 +1,10 @@
-"""A rebuild's swap and a live consumer's batch on a shared Postgres state (issue 9).
+"""The state store on a real Postgres database (issue 9).
 
-The live consumer checks the state's generation, then writes its batch and its offsets. If the
-swap commits in between, the batch's rows land in the swapped-in table and its offsets replace
-the rebuild's: whatever the live consumer had applied beyond the rebuild's offsets (to the old
-table) is lost for good. The swap must wait for a batch in progress, or the batch for the swap.
+A rebuild's swap and a live consumer's batch on a shared Postgres state: the live consumer checks
+the state's generation, then writes its batch and its offsets. If the swap commits in between, the
+batch's rows land in the swapped-in table and its offsets replace the rebuild's: whatever the live
+consumer had applied beyond the rebuild's offsets (to the old table) is lost for good. The swap
+must wait for a batch in progress, or the batch for the swap. Also: no invented column defaults.
 """
 
 import threading
@@ -67,4 +68,22 @@ def test_a_swap_never_interleaves_with_a_live_batch(stack):
         assert sorted(r["id"] for r in live.rows("users")) == list(range(5))
     finally:
         live.close()
+        drop()
+
+
+def test_state_tables_on_postgres_have_no_column_defaults(stack):
+    # the key is the source's: the state must not invent values (SQLAlchemy would make a lone
+    # integer primary key a SERIAL, i.e. DEFAULT nextval(...) and a sequence)
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    store = StateStore(url)
+    try:
+        store.apply(changes(0, 3), {(TOPIC, 0): 3})
+        with store.engine.connect() as conn:
+            defaults = conn.exec_driver_sql(
+                "SELECT column_name, column_default FROM information_schema.columns "
+                "WHERE table_name = 'users' AND column_default IS NOT NULL").all()
+            sequences = conn.exec_driver_sql("SELECT relname FROM pg_class WHERE relkind = 'S'").all()
+        assert (defaults, sequences) == ([], [])
+    finally:
+        store.close()
         drop()
