@@ -19,6 +19,12 @@ swaps it in one transaction: keys the rebuild never saw are gone. A filtered bac
 the snapshot rows, and merges them into the live state in one transaction through the guards: it
 touches only the matching keys.
 
+Progress: a replay counts the topic's offsets from its beginning to the end offsets taken at
+start, and finishes exactly there, so its bar ends at 100%. It counts offsets, not records: a
+compacted topic has gaps in its offsets, and only reading it would count what compaction left
+(the summary gives the records read). A snapshot mode counts the snapshot rows (op=r) it reads,
+out of the planner's estimate for the table.
+
 The bookkeeping (mode, signal id, where the notifications start, progress) is stored with the
 shadow, so running the same command again after a crash resumes; `restart=True` discards it.
 """
@@ -54,12 +60,14 @@ __all__ = ["MODES", "SHADOW", "Progress", "RebuildResult", "SnapshotSource", "re
 
 @dataclass
 class Progress:
-    """How far a rebuild is: rows (or records) applied out of those expected, and the rate."""
+    """How far a rebuild is: rows (snapshot modes) or offsets (replay) done out of those
+    expected, and the rate. `finished` is set on the rebuild's last report."""
 
     done: int
     expected: int
     started: float
     unit: str = "records"
+    finished: bool = False
 
     @property
     def rate(self) -> float:
@@ -74,12 +82,13 @@ class Progress:
     def line(self, width: int = 30) -> str:
         if not self.expected:
             return f"{self.done:,} {self.unit} applied (total unknown), {self.rate:,.0f}/s"
-        if self.done > self.expected:  # the expected figure was an estimate
+        if self.done > self.expected or (self.finished and self.done != self.expected):
+            # the expected figure was an estimate (the planner's, for a snapshot mode)
             return (f"[{'#' * width}] {self.done:,} {self.unit} (estimate was {self.expected:,}), "
                     f"{self.rate:,.0f}/s")
         frac = self.done / self.expected
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None else ""
+        eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None and not self.finished else ""
         return (f"[{bar}] {self.done:,}/{self.expected:,} {self.unit} ({frac:.0%}), "
                 f"{self.rate:,.0f}/s{eta}")
 
@@ -178,13 +187,16 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
             _check(mode, source, channels)  # before anything is recorded or sent
         if record is None:
             record = _begin(shadow, mode, condition, topics, bootstrap, source, channels)
+        elif mode == "replay" and "offsets" not in record:  # begun by an older ecst
+            record.update(_replay_range(bootstrap, topics))
         run = _Run(shadow, config, bootstrap, record, progress, mode, condition)
         if record["phase"] == "starting":
             _trigger(mode, record, source, channels, bootstrap)
             record["phase"] = "snapshotting"
             shadow.save_rebuild_record(record)
-        if mode == "replay":
-            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)
+        if mode == "replay":  # to the end offsets taken at start: `until` (or later ones, which the
+            # runner reaches past any trailing transaction markers: `until_caught_up`)
+            run.consumer.run(until_caught_up=True, on_batch=run.on_batch, until=run.reached)
         elif mode == "incremental":
             assert channels is not None
             follower = _Notifications(bootstrap, channels.require_notifications(),
@@ -198,7 +210,7 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
             deadline = time.monotonic() + START_TIMEOUT_S
             run.consumer.run(until_ready=True, on_batch=run.on_batch,
                              until=lambda: _not_started(run.consumer, topics, deadline, mode))
-        run.save(force=True)
+        run.finish()
         return _finish(live, shadow, run, started, resumed, topics)
     finally:
         live.close()
@@ -244,6 +256,14 @@ def _offsets(bootstrap: str, topics: list[str]) -> tuple[Offsets, Offsets]:
         probe.close()
 
 
+def _replay_range(bootstrap: str, topics: list[str]) -> dict[str, Any]:
+    """What a replay reads: each partition from its beginning to its end offset of now, and the
+    offsets that spans (its progress total)."""
+    begins, ends = _offsets(bootstrap, topics)
+    return {"offsets": [[t, p, begins[(t, p)], end] for (t, p), end in sorted(ends.items())],
+            "rows_expected": sum(end - begins[tp] for tp, end in ends.items()), "unit": "offsets"}
+
+
 def _estimate(source: SnapshotSource | None, tables: list[str], condition: str | None) -> int:
     if source is None or source.producer is None:
         return 0
@@ -263,14 +283,14 @@ def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[st
                               "started_at": time.time(), "rows_applied": 0, "rate": 0.0,
                               "signal_id": signals.new_signal_id(), "notify_from": {}}
     if mode == "replay":
-        begins, ends = _offsets(bootstrap, topics)
-        record["rows_expected"] = sum(end - begins[tp] for tp, end in ends.items())
+        record.update(_replay_range(bootstrap, topics))
         shadow.begin_rebuild({}, record)
         return record
     assert source is not None and channels is not None
     record["connector"] = source.connector
     record["tables"] = [signals.data_collection(t, channels.prefix) for t in topics]
     record["rows_expected"] = _estimate(source, record["tables"], condition)
+    record["unit"] = "rows"
     if mode == "incremental":
         ntopic = channels.require_notifications()
         record["notify_from"] = {str(p): o for (_t, p), o in _offsets(bootstrap, [ntopic])[1].items()}
@@ -352,25 +372,54 @@ class _Run:
                  progress: Callable[[Progress], None] | None, mode: str, condition: str | None) -> None:
         self.shadow, self.record, self.callback, self.mode = shadow, record, progress, mode
         self.base = int(record.get("rows_applied", 0))
-        unit = "records" if mode == "replay" else "rows"
+        self.rows = _SnapshotRows(condition is not None) if mode != "replay" else None
+        # a replay reads each partition from its beginning to its end offset of the start
+        self.range = {(t, p): (b, e) for t, p, b, e in record.get("offsets", [])}
+        unit = "offsets" if mode == "replay" else "rows"
         self.progress = Progress(self.base, int(record.get("rows_expected", 0)), time.monotonic(), unit)
-        accept = _snapshot_rows_only if condition else None
         # a snapshot mode knows completion from the snapshot itself, never from a caught-up replay
         self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
-                                 bootstrap_servers=bootstrap, accept=accept,
+                                 bootstrap_servers=bootstrap, accept=self.rows,
                                  cold_start_completes=mode == "replay")
         self.saved = 0.0
+        self.at_end = False
+        if mode == "replay":
+            self._replayed()
 
-    @property
-    def snapshot_rows(self) -> int:
-        return self.consumer.stats.apply.by_op["r"]
+    def _replayed(self) -> None:
+        """Offsets done: per partition, how far the shadow's stored offset is into its range."""
+        stored = self.shadow.stored_offsets()
+        done = 0
+        for tp, (begin, end) in self.range.items():
+            done += min(max(stored.get(tp, begin), begin), end) - begin
+        self.progress.done = done
+        topics = {t for t, _p in self.range}
+        # a topic missing at start has no range: then only the runner's own end offsets decide
+        self.at_end = done == self.progress.expected and all(
+            t in topics for t in self.consumer.topics)
+
+    def reached(self) -> bool:
+        """For `until=`: the replay has read every partition to the end offset of its start."""
+        return self.at_end
 
     def on_batch(self, _stats: ApplyStats) -> None:
-        done = self.consumer.stats.records if self.mode == "replay" else self.snapshot_rows
-        self.progress.done = self.base + done
+        if self.rows is None:
+            self._replayed()
+        else:
+            self.progress.done = self.base + self.rows.count
         if self.callback is not None:
             self.callback(self.progress)
         self.save()
+
+    def finish(self) -> None:
+        """The last report: the run has ended, so a replay read its whole range (its stored
+        offsets may stop short of a trailing transaction marker, which its position passed)."""
+        if self.rows is None:
+            self.progress.done = self.progress.expected
+        self.progress.finished = True
+        if self.callback is not None:
+            self.callback(self.progress)
+        self.save(force=True)
 
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -379,6 +428,28 @@ class _Run:
             self.record["rows_applied"] = self.progress.done
             self.record["rate"] = round(self.progress.rate, 1)
             self.shadow.save_rebuild_record(self.record)
+
+
+class _SnapshotRows:
+    """Counts the snapshot rows (op=r) a rebuild reads, as the consumer reads them (its `accept`
+    hook). A batch writes each key once, as its newest event: a snapshot row followed in its
+    batch by a streamed change to the same key is applied as that change, so the applied
+    operations undercount the snapshot. Each offset counts once, should a batch be read again.
+    For a filtered backfill it also keeps only the incremental-snapshot rows."""
+
+    def __init__(self, only_incremental: bool) -> None:
+        self.only_incremental = only_incremental
+        self.count = 0
+        self.read_to: dict[tuple[str, int], int] = {}  # next offset not yet counted
+
+    def __call__(self, event: ChangeEvent) -> bool:
+        if self.only_incremental and not _snapshot_rows_only(event):
+            return False
+        tp = (event.topic, event.partition)
+        if event.offset >= self.read_to.get(tp, 0):
+            self.read_to[tp] = event.offset + 1
+            self.count += event.op == "r"
+        return True
 
 
 def _snapshot_rows_only(event: ChangeEvent) -> bool:

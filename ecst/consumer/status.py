@@ -66,7 +66,9 @@ def render_text(report: dict[str, Any]) -> str:
     else:
         expected = int(r.get("rows_expected") or 0)
         done = int(r.get("rows_applied") or 0)
-        of = f"/{expected:,} ({min(1.0, done / expected):.0%})" if expected else " (total unknown)"
+        unit = f" {r['unit']}" if r.get("unit") else ""  # replay: offsets; snapshot modes: rows
+        of = (f"/{expected:,}{unit} ({min(1.0, done / expected):.0%})" if expected
+              else f"{unit} (total unknown)")
         eta = f", ETA {r['eta_s']:.0f} s" if r.get("eta_s") is not None else ""
         where = f" --where {r['condition']!r}" if r.get("condition") else ""
         lines.append(f"rebuild     {r['mode']}{where} {r['phase']}: {done:,}{of}, "

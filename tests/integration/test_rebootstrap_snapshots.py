@@ -10,9 +10,10 @@ import subprocess
 import time
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from ecst import verify
+from ecst.connectors import signals
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import parse_definition
 from ecst.consumer.config import ConsumerConfig, TopicMapping
@@ -20,7 +21,15 @@ from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import SnapshotSource, rebuild
 from ecst.consumer.store import StateStore
 from ecst.demo import delete_topics
-from tests.integration.test_rebootstrap import ECST, corrupt, live_consumer, verify_cli, writer
+from tests.integration.test_rebootstrap import (
+    ECST,
+    corrupt,
+    live_consumer,
+    offsets,
+    read_topic,
+    verify_cli,
+    writer,
+)
 
 
 def snapshot_source(capture, channel="auto"):
@@ -39,6 +48,47 @@ def assert_converges_without_drift(capture, url):
     ok = verify_cli(capture, url)
     assert ok.returncode == 0 and ok.stdout.strip().endswith("no drift"), ok.stdout + ok.stderr
     store.close()
+
+
+def snapshot_records(capture, start, kind=None):
+    """The snapshot rows (op=r) in the change topic from `start` to its end now; `kind` keeps
+    only those whose source.snapshot is that value."""
+    return sum(1 for _p, _o, e in read_topic(capture.stack.bootstrap, capture.topic, start)
+               if e is not None and e.op == "r" and kind in (None, e.snapshot))
+
+
+def notifications(capture, start=None):
+    """Debezium's notifications on the connector's sink topic, from `start` to its end now."""
+    topic = capture.definition.config["notification.sink.topic.name"]
+    out = []
+    reader = KafkaConsumer(bootstrap_servers=capture.stack.bootstrap, enable_auto_commit=False)
+    begins, ends = offsets(capture.stack.bootstrap, topic)
+    tps = [TopicPartition(topic, p) for p in ends]
+    reader.assign(tps)
+    for tp in tps:
+        reader.seek(tp, max(begins[tp.partition], (start or {}).get(tp.partition, 0)))
+    while any(reader.position(tp) < ends[tp.partition] for tp in tps):
+        for messages in reader.poll(timeout_ms=1000).values():
+            out += [signals.parse_notification(m.value) for m in messages]
+    reader.close()
+    return sorted((n for n in out if n is not None), key=lambda n: n.timestamp)
+
+
+def rows_scanned(capture, start):
+    """What Debezium reports it read from the table, per snapshot since `start`: the table's
+    row count at snapshot time (TABLE_SCAN_COMPLETED's total_rows_scanned)."""
+    return [n.rows_scanned() for n in notifications(capture, start) if n.type == "TABLE_SCAN_COMPLETED"
+            and n.data.get("scanned_collection") == f"public.{capture.table}"]
+
+
+def after_initial_snapshot(capture, timeout_s=90):
+    """Once Debezium reported the scan of the initial snapshot: the notification topic's end
+    offsets, where the notifications of the next snapshot start."""
+    deadline = time.monotonic() + timeout_s
+    while not rows_scanned(capture, None):
+        assert time.monotonic() < deadline, "the connector's initial snapshot did not finish"
+        time.sleep(0.5)
+    return offsets(capture.stack.bootstrap, capture.definition.config["notification.sink.topic.name"])[1]
 
 
 def position_regressions(capture):
@@ -68,11 +118,15 @@ def test_incremental_rebuild_of_a_corrupted_state_under_writes_and_a_live_consum
     capture.consumer(store).run(until_ready=True)
     corrupt(store, capture.table)  # lost rows, wrong values, extra rows
     with live_consumer(capture, url) as live, writer(capture):
+        start = offsets(capture.stack.bootstrap, capture.topic)[1]
         result = rebuild("incremental", url, config_for(capture), capture.stack.bootstrap,
                          source=snapshot_source(capture, "source"))
         assert live.ready()  # the service kept serving throughout
     assert result.tables == [capture.table] and result.mode == "incremental"
-    assert result.snapshot_rows >= 2500  # minus rows deleted before their chunk was read
+    # every incremental-snapshot row the connector sent was read, and counted once (rows deleted
+    # before their chunk was read, or changed inside its window, are not sent)
+    assert result.snapshot_rows == snapshot_records(capture, start, "incremental")
+    assert result.snapshot_rows >= 2500
     assert result.removed[capture.table] >= 200  # the extra rows were reconciled away
     assert_converges_without_drift(capture, url)
     # the experimental check of incremental-snapshot positions (LSN for streamed events,
@@ -124,13 +178,19 @@ def test_blocking_rebuild_from_an_empty_state_under_writes(capture, tmp_path, st
     capture.apply()
     url, drop = stack.new_database(f"state_{capture.uid}")
     try:
+        notified = after_initial_snapshot(capture)
         # the service starts long after the users were created, with nothing: the rebuild makes
         # its first copy while the producer keeps writing
         with writer(capture):
             time.sleep(1)
+            start = offsets(capture.stack.bootstrap, capture.topic)[1]
             result = rebuild("blocking", url, config_for(capture), capture.stack.bootstrap,
                              source=snapshot_source(capture))
         assert result.mode == "blocking" and result.rows_before == {capture.table: 0}
+        # the snapshot rows: exactly the table's rows when it was read (Debezium's count), each
+        # read by the rebuild, though streamed changes to some of them came in the same batches
+        assert [result.snapshot_rows] == rows_scanned(capture, notified)
+        assert result.snapshot_rows == snapshot_records(capture, start)
         assert result.rows_after[capture.table] >= 2900
         assert_converges_without_drift(capture, url)
     finally:
@@ -147,10 +207,14 @@ def test_fresh_rebuild_after_the_topic_was_lost(capture, tmp_path):
     client = ConnectClient(capture.stack.connect_url)
     client.stop(capture.definition.name)
     delete_topics(capture.stack.bootstrap, [capture.topic])  # the topic is gone as well
+    notified = after_initial_snapshot(capture)
     with writer(capture):
         result = rebuild("fresh", url, config_for(capture), capture.stack.bootstrap,
                          source=snapshot_source(capture))
     assert result.mode == "fresh" and result.snapshot_rows >= 2000
+    # exactly the table's rows at snapshot time, all of them in the new topic, each counted once
+    assert [result.snapshot_rows] == rows_scanned(capture, notified)
+    assert result.snapshot_rows == snapshot_records(capture, None)
     status = client.status(capture.definition.name)
     assert status["connector"]["state"] == "RUNNING"
     assert_converges_without_drift(capture, url)

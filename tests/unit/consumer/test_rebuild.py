@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.events import Record, decode
-from ecst.consumer.rebuild import Progress, RebuildResult, _open
+from ecst.consumer.rebuild import Progress, RebuildResult, _open, _Run, _SnapshotRows
 from ecst.consumer.status import render_text, state_status
 from ecst.consumer.store import SHADOW, StateStore
 from ecst.exceptions import RebuildError, StateStoreError
@@ -33,6 +34,53 @@ def test_progress_reads_with_and_without_a_known_total():
     assert unknown.line() == "50 rows applied (total unknown), 5/s" and unknown.eta_s is None
     beyond = Progress(250, 200, time.monotonic() - 10, "rows")  # the total was the planner's estimate
     assert beyond.line().endswith("] 250 rows (estimate was 200), 25/s") and beyond.eta_s == 0
+
+
+def test_the_final_progress_line_is_full_and_says_whether_the_total_was_exact():
+    replayed = Progress(2320, 2320, time.monotonic() - 10, "offsets", finished=True)
+    assert replayed.line() == f"[{'#' * 30}] 2,320/2,320 offsets (100%), 232/s"  # no ETA: it ended
+    short = Progress(2990, 3000, time.monotonic() - 10, "rows", finished=True)  # estimate too high
+    assert short.line() == f"[{'#' * 30}] 2,990 rows (estimate was 3,000), 299/s"
+
+
+def test_snapshot_rows_are_counted_as_read_not_as_applied(url):
+    rows = _SnapshotRows(only_incremental=False)
+    events = [event("r", 1, 100, 0, after=row(1), snapshot="first"),
+              event("u", 1, 200, 1, after=row(1)),  # the same key, streamed, in the same batch
+              event("r", 2, 100, 2, after=row(2), snapshot="last")]
+    assert all(rows(e) for e in events)
+    assert rows.count == 2
+    stats = StateStore(url).apply(events, {(TOPIC, 0): 3})
+    assert stats.by_op["r"] == 1  # the batch wrote key 1 once, as its update
+    assert all(rows(e) for e in events) and rows.count == 2  # a batch read again counts once
+    backfill = _SnapshotRows(only_incremental=True)
+    assert not backfill(events[0]) and backfill.count == 0
+    assert backfill(event("r", 3, 100, 3, after=row(3), snapshot="incremental")) and backfill.count == 1
+
+
+def test_replay_progress_counts_the_offsets_of_its_range_and_reaches_its_end(url):
+    shadow = StateStore(url, namespace=SHADOW)
+    record = {"mode": "replay", "condition": None, "phase": "snapshotting", "started_at": time.time(),
+              "rows_applied": 0, "rows_expected": 145, "offsets": [[TOPIC, 0, 0, 100], [TOPIC, 1, 5, 50]]}
+    shadow.begin_rebuild({}, record)
+    config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
+    reports = []
+    run = _Run(shadow, config, "127.0.0.1:1", record, lambda p: reports.append((p.done, p.line())),
+               "replay", None)
+    assert (run.progress.done, run.reached()) == (0, False)
+    shadow.apply([], {(TOPIC, 0): 40})  # partition 1 not read yet: still at its beginning
+    run.on_batch(None)
+    assert reports[-1][0] == 40 and not run.reached()
+    shadow.apply([], {(TOPIC, 0): 100, (TOPIC, 1): 49})  # the last offset of 1 is a gap
+    run.on_batch(None)
+    assert reports[-1][0] == 144 and not run.reached()
+    shadow.apply([], {(TOPIC, 1): 60})  # read beyond the range (a later batch): capped
+    run.on_batch(None)
+    assert reports[-1][0] == 145 and run.reached()
+    run.finish()
+    assert reports[-1][1].startswith(f"[{'#' * 30}] 145/145 offsets (100%)")
+    assert shadow.rebuild_record()["rows_applied"] == 145
+    shadow.close()
 
 
 def test_the_summary_names_reconciled_deletes_or_the_merge():
@@ -97,6 +145,8 @@ def test_status_reports_tables_offsets_and_a_rebuild_in_progress(url):
     text = render_text(report)
     assert "table       users: 1 rows" in text
     assert "rebuild     blocking snapshotting: 400/1,000 (40%), 20/s, running 20 s, ETA 30 s" in text
+    shadow.save_rebuild_record({**shadow.rebuild_record(), "mode": "replay", "unit": "offsets"})
+    assert "rebuild     replay snapshotting: 400/1,000 offsets (40%), 20/s" in render_text(state_status(url))
     live.close()
     shadow.close()
 
