@@ -8,7 +8,7 @@
     topics:
       - topic: producer.public.users
         table: users                # state table (default: the source table's name)
-        tombstones: ignore          # `delete` for flattened topics whose deletes are tombstones
+        tombstones: delete          # a Kafka tombstone deletes its key (default); or `ignore`
         key: [id]                   # source columns of the state key (default: the record key)
         columns:                    # keep only these, source: state name (default: mirror all)
           id: id
@@ -50,7 +50,10 @@ class TopicMapping:
     table: str | None = None
     key: tuple[str, ...] | None = None
     columns: dict[str, str] | None = None  # source column -> state column; None mirrors all
-    tombstones: str = "ignore"  # "delete": a Kafka tombstone deletes its key (flattened topics)
+    # "delete": a Kafka tombstone deletes its key, in offset order. Compaction removes a delete event
+    # once its tombstone follows it, so a consumer that lags behind the log cleaner may see only the
+    # tombstone; "ignore" would then keep a deleted row.
+    tombstones: str = "delete"
 
     @property
     def mirrors(self) -> bool:
@@ -251,7 +254,7 @@ def _topic(doc: Any, where: str) -> TopicMapping:
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; "
                           "allowed: columns, key, table, tombstones, topic")
-    tombstones = doc.get("tombstones", "ignore")
+    tombstones = doc.get("tombstones", "delete")
     if tombstones not in ("ignore", "delete"):
         raise ConfigError(f"{where}.tombstones: expected ignore or delete, got {tombstones!r}")
     topic = _expect(f"{where}.topic", doc.get("topic"), str, "a topic name")

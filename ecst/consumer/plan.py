@@ -35,6 +35,8 @@ class TableChanges:
         if current is None:
             self.latest[k] = event
             return
+        if event.op == "d" and event.position is None and current.op == "d":
+            return  # the Kafka tombstone that follows a delete event: keep the delete's position
         if current.position is None or event.position is None:
             older, newer = sorted((current, event), key=lambda e: e.offset)  # same partition
         else:

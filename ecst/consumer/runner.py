@@ -192,6 +192,7 @@ class Consumer:
         self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._rebuild_checked = 0.0
         self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
+        self._source_tables: dict[str, str] = {}  # topic -> source table of its latest change event
 
     # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
@@ -311,8 +312,11 @@ class Consumer:
         mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
         try:
             event = decode(record, self.config.placeholder)
-            if event is None and mapping.tombstones == "delete" and is_tombstone(record):
-                event = tombstone_delete(record, mapping.table)
+            if event is not None:
+                self._source_tables[record.topic] = event.table
+            elif mapping.tombstones == "delete" and is_tombstone(record):
+                # the table of the topic's change events (a routed topic's name may differ)
+                event = tombstone_delete(record, self._source_tables.get(record.topic))
             if event is not None:
                 event = map_event(event, mapping)
                 if self.accept is not None and not self.accept(event):

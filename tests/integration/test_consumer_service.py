@@ -6,12 +6,14 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -38,6 +40,15 @@ def snapshot_complete(state_url, topic):
         store.close()
 
 
+def applied(path):
+    """The sum of the offsets a state file holds (read-only: the consumer may be writing)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            return db.execute("SELECT coalesce(sum(next_offset), 0) FROM ecst_offsets").fetchone()[0]
+    except sqlite3.OperationalError:  # no file, or no table yet
+        return 0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,9 +67,10 @@ def get(url):
 
 def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(capture, tmp_path):
     rnd = random.Random(int(os.environ.get("ECST_TEST_SEED", "20261129")))
-    capture.create(rows=20000)
+    capture.create(rows=10000)
     capture.apply()
-    state = f"sqlite:///{tmp_path / 'state.db'}"
+    state_file = tmp_path / "state.db"
+    state = f"sqlite:///{state_file}"
 
     # a writer keeps changing users while the consumer is killed again and again
     stop_writer = threading.Event()
@@ -80,14 +92,20 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(captur
         # Kill until both phases were hit twice. Offsets live in the state database, so each run
         # may use a fresh group id: it is assigned at once instead of waiting for the killed
         # member's session to expire, and the kill lands while batches are being applied.
-        while len(kills) < 12 and not (
+        while len(kills) < 30 and not (
             sum(p == "snapshot" for p, _ in kills) >= 2 and sum(p == "streaming" for p, _ in kills) >= 2
         ):
             phase = "streaming" if snapshot_complete(state, capture.topic) else "snapshot"
             proc = consume_process(capture, state, "--batch-size", "500",
                                    group=f"svc-{capture.uid}-{len(kills)}")
-            after = rnd.uniform(1.0, 3.5) if phase == "snapshot" else rnd.uniform(0.5, 6.0)
-            time.sleep(after)
+            # the kill lands while batches are being applied: after this run's first commit (a
+            # fixed delay would hit a slow machine's start-up instead, and the test never ends)
+            started, before, deadline = time.monotonic(), applied(state_file), time.monotonic() + 60
+            while applied(state_file) == before:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+            time.sleep(rnd.uniform(0.2, 2.0) if phase == "snapshot" else rnd.uniform(0.0, 3.0))
+            after = time.monotonic() - started
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
             assert proc.returncode == -signal.SIGKILL

@@ -1,6 +1,7 @@
 """End to end on the real stack: snapshot of rows that existed before the connector, then live
 changes, applied to the private state and compared row by row, every column."""
 
+import json
 import threading
 import time
 
@@ -159,4 +160,46 @@ def test_flattened_events_from_the_extract_new_record_state_smt(capture, tmp_pat
     result = capture.converge(store, topics=topics)
     assert result.matches, result.summary()
     assert result.state_rows == 300 + 30 - 40
+    store.close()
+
+
+def test_a_delete_the_log_cleaner_removed_while_the_consumer_was_down_still_deletes(capture, tmp_path):
+    # Compaction keeps a deleted key's Kafka tombstone and drops its delete event. A consumer that
+    # applied the row, then lagged behind the log cleaner, meets only the tombstone: it must delete.
+    from kafka import KafkaConsumer
+
+    from ecst.consumer.store import StateStore
+    from tests.integration.test_rebootstrap import compact_quickly
+
+    compact_quickly(capture)
+    capture.create(rows=200)
+    capture.apply()
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    capture.consumer(store).run(until_ready=True)
+    capture.conn.execute(f'DELETE FROM "{capture.table}" WHERE id <= 20')  # while the consumer is down
+
+    def delete_events_left():
+        reader = KafkaConsumer(capture.topic, bootstrap_servers=capture.stack.bootstrap,
+                               auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        left, tombstones = set(), set()
+        for m in reader:
+            key = json.loads(m.key)["payload"]["id"]
+            if key <= 20:
+                (tombstones if m.value is None else left).add((key, json.loads(m.value)["payload"]["op"]
+                                                               if m.value else None))
+        reader.close()
+        return {k for k, op in left if op == "d"}, len(tombstones)
+
+    deadline, n = time.monotonic() + 120, 0
+    while True:  # other users change, so segments roll and the cleaner compacts
+        n += 1
+        capture.conn.execute(f"UPDATE \"{capture.table}\" SET full_name = full_name || '.' WHERE id > 20")
+        time.sleep(0.5)
+        left, tombstones = delete_events_left()
+        if not left and tombstones == 20:
+            break
+        assert time.monotonic() < deadline, f"the log cleaner kept delete events of {sorted(left)}"
+    result = capture.converge(store)
+    assert result.matches, result.summary()
+    assert result.state_rows == 180
     store.close()

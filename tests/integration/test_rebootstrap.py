@@ -185,8 +185,7 @@ def compact_quickly(capture):
 
 def write_until_compacted(capture, timeout_s=120):
     """Update the same users over and over until the log cleaner has left gaps in the topic's
-    offsets. (No deletes: a replay racing the cleaner can miss a delete event the cleaner
-    removed behind a Kafka tombstone, which an envelope topic's mapping ignores.)"""
+    offsets."""
     conn = capture.stack.producer_conn()
     deadline, n = time.monotonic() + timeout_s, 0
     while True:

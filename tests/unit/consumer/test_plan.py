@@ -1,3 +1,5 @@
+import dataclasses
+
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.plan import plan_batch
 
@@ -47,3 +49,15 @@ def test_collapsing_carries_values_into_unchanged_toast_columns():
     for order in ([insert, update], [update, insert]):
         winner = plan_batch(order)[0].tables["users"].upserts[0]
         assert (winner.op, winner.after) == ("u", {"id": 1, "big": "B", "v": 2})
+
+
+def test_the_kafka_tombstone_after_a_delete_keeps_the_deletes_position():
+    # Debezium sends a delete event, then a Kafka tombstone for the same key (no position): the
+    # delete's position must survive the collapse, so the store records it against resurrection
+    delete = ev("d", 1, 300, 4)
+    tombstone = dataclasses.replace(delete, position=None, offset=5, before=None)
+    (step,) = plan_batch([ev("u", 1, 200, 3), delete, tombstone])
+    assert step.tables["users"].deletes == [delete]
+    # a tombstone alone (its delete event compacted away) deletes its key, in offset order
+    (step,) = plan_batch([ev("u", 1, 200, 3), tombstone])
+    assert step.tables["users"].deletes == [tombstone]
