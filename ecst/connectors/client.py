@@ -12,8 +12,17 @@ from ecst.exceptions import ConnectError
 NOT_FOUND = object()  # what `request(..., ok_404=True)` returns for an HTTP 404
 
 
+def _rebalancing(r: requests.Response) -> bool:
+    """409 (a rebalance in progress, no leader), or a 500 whose message says a rebalance is
+    expected (a worker between generations answers so): both pass, so both are retried."""
+    if r.status_code == 409:
+        return True
+    return r.status_code == 500 and "rebalance" in r.text.lower()
+
+
 class ConnectClient:
-    """Talks to one Kafka Connect cluster. 409 (rebalance in progress) is retried with backoff."""
+    """Talks to one Kafka Connect cluster. A rebalance in progress (409, or a 500 saying one is
+    expected) is retried with backoff."""
 
     def __init__(
         self,
@@ -46,7 +55,7 @@ class ConnectClient:
                     f"Kafka Connect at {self.url} did not answer {method} {path} "
                     f"within {self.timeout_s:.0f} s"
                 ) from exc
-            if r.status_code == 409 and attempt < self.retries_409:
+            if _rebalancing(r) and attempt < self.retries_409:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -1,23 +1,7 @@
 """The CLI against the real stack: apply's created/updated/unchanged, consume, bad input."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import yaml
-
-ECST = [sys.executable, "-m", "ecst"]
-
-
-def ecst(*args, env=None):
-    return subprocess.run([*ECST, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
-
-
-def write(path: Path, doc) -> Path:
-    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
-    return path
+from tests.integration.cli import ecst, write
 
 
 def test_apply_reports_created_unchanged_updated_and_consume_catches_up(capture, tmp_path, stack):

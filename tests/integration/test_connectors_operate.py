@@ -2,23 +2,10 @@
 resume, stop, restart, offsets, status with the replication slot, JSON output, contexts."""
 
 import json
-import os
-import subprocess
-import sys
 
 import yaml
 
-ECST = [sys.executable, "-m", "ecst"]
-
-
-def ecst(*args, env=None):
-    return subprocess.run([*ECST, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
-
-
-def write(path, doc):
-    path.write_text(yaml.safe_dump(doc))
-    return path
+from tests.integration.cli import ecst, write
 
 
 def test_invalid_config_lists_errors_per_key_and_leaves_the_running_connector_alone(capture, tmp_path):

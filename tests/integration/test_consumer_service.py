@@ -5,7 +5,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from ecst import source
 from ecst.consumer.store import StateStore
 from ecst.exceptions import EventError
+from tests.integration.cli import free_port
 
 
 def consume_process(capture, state_url, *extra, group=None):
@@ -49,10 +49,6 @@ def applied(path):
         return 0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url):

@@ -4,14 +4,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ecst.stack.postgres import CONNECTOR_ROLE, PostgresCluster
-
-ECST = [sys.executable, "-m", "ecst"]
+from tests.integration.cli import ECST
 
 
 def doctor(definition_doc, tmp_path, *extra, env=None):

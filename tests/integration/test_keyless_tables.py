@@ -3,24 +3,18 @@
 a key that works end to end; `ecst consume` says why the topic of a failed connector yields nothing,
 and stops in one line on records without a key."""
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-import yaml
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.definition import parse_definition
+from tests.integration.cli import ecst, free_port, write
 from tests.integration.conftest import Capture
 from tests.integration.test_doctor import doctor, statuses
-
-ECST = [sys.executable, "-m", "ecst"]
 
 # An append-only history table, as producers have them: no primary key.
 HISTORY = """CREATE TABLE {t} (
@@ -40,20 +34,6 @@ FROM generate_series({start}, {stop}) AS g"""
 KEY = ["stream", "seq"]
 
 
-def ecst(*args, env=None):
-    return subprocess.run([*ECST, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
-
-
-def write(path, doc):
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ keeps running; after the swap the state equals the source exactly and verify fin
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,8 +17,7 @@ from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import replay
 from ecst.consumer.store import StateStore
-
-ECST = [sys.executable, "-m", "ecst"]
+from tests.integration.cli import ECST
 
 
 def verify_cli(capture, state_url, *extra):

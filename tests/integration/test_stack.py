@@ -2,21 +2,19 @@
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.integration import cli
+
 ROOT = Path(__file__).resolve().parents[2]
-ECST = [sys.executable, "-m", "ecst"]
 
 
 def ecst(*args, env=None, timeout=600):
-    return subprocess.run([*ECST, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return cli.ecst(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture

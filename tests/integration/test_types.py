@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import random
 import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -19,9 +18,8 @@ from sqlalchemy.types import JSON
 
 from ecst import verify
 from ecst.connectors.definition import parse_definition
+from tests.integration.cli import ECST
 from tests.integration.conftest import Capture
-
-ECST = [sys.executable, "-m", "ecst"]
 
 DDL = """
 CREATE TYPE {t}_mood AS ENUM ('sad', 'ok', 'happy');

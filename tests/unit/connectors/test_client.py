@@ -47,6 +47,15 @@ def test_409_rebalance_is_retried_until_it_succeeds(scripted):
     assert [m for m, _, _ in seen] == ["PUT", "PUT", "PUT"]
 
 
+def test_a_500_saying_a_rebalance_is_expected_is_retried_too(scripted):
+    # seen on a shared worker while other connectors were created and deleted
+    url, replies, seen = scripted
+    replies += [(500, {"error_code": 500, "message": "Request cannot be completed because a rebalance "
+                                                      "is expected"}), (201, {"name": "c"})]
+    assert ConnectClient(url, retries_409=3).put_config("c", {"a": "1"}) == {"name": "c"}
+    assert len(seen) == 2
+
+
 def test_401_says_the_user_is_unauthorized_and_basic_auth_is_sent(scripted):
     url, replies, seen = scripted
     replies.append((401, {"message": "no"}))
