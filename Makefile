@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test lint venv stack-up stack-down clean
+.PHONY: demo test faults faults-full lint venv stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ demo: venv
 test: venv
 	$(VENV)/bin/ruff check ecst tests benchmarks
 	$(VENV)/bin/pytest
+
+# The fault suite on the real local stack; writes docs/reliability.md and .json.
+faults: venv
+	$(VENV)/bin/pytest tests/faults
+
+faults-full: venv
+	ECST_FAULTS_SIZE=full $(VENV)/bin/pytest tests/faults
 
 lint: venv
 	$(VENV)/bin/ruff check ecst tests benchmarks

@@ -7,12 +7,14 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
-    """Create `topic` with the broker's default replication unless it exists already."""
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1,
+                 configs: dict[str, str] | None = None) -> None:
+    """Create `topic` with the broker's default replication (and `configs`) unless it exists."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     try:
         if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
+                                          topic_configs=configs or {})])
     except TopicAlreadyExistsError:
         pass  # created meanwhile by another process
     finally:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
 REBUILD_CHECK_S = 5.0  # how often the loop looks for a rebuild's progress (for /metrics)
 TRANSIENT_RETRIES = 5
+DLQ_MAX_BYTES = 16 * 1024 * 1024  # the dead-letter topic's max.message.bytes and the producer's
+DLQ_MAX_VALUE = DLQ_MAX_BYTES - 1024 * 1024  # a larger value is dropped (its headers name it)
 PEEK_RECORDS = 50  # per partition: the latest records a mapping is checked against
 
 
@@ -214,9 +216,11 @@ class Consumer:
 
     def _dead_letter_producer(self) -> KafkaProducer:
         if self._producer is None:
-            ensure_topic(self.bootstrap_servers, self.config.dead_letter_topic)
+            ensure_topic(self.bootstrap_servers, self.config.dead_letter_topic,
+                         configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","),
-                                           acks="all", client_id=f"{self.client_id}-dlq")
+                                           acks="all", client_id=f"{self.client_id}-dlq",
+                                           max_request_size=DLQ_MAX_BYTES)
         return self._producer
 
     def _wait_for_topics(self, consumer: KafkaConsumer, timeout_s: float) -> list[TopicPartition]:
@@ -412,6 +416,7 @@ class Consumer:
 
     def _dead_letter(self, items: list[_Decoded], stage: str) -> None:
         producer = self._dead_letter_producer()
+        sent = []
         for d in items:
             r = d.record
             headers = [
@@ -421,10 +426,21 @@ class Consumer:
                 ("ecst.source.partition", str(r.partition).encode()),
                 ("ecst.source.offset", str(r.offset).encode()),
             ]
-            producer.send(self.config.dead_letter_topic, key=r.key, value=r.value, headers=headers)
+            value = r.value
+            if value is not None and len(value) > DLQ_MAX_VALUE:  # the source offset finds it
+                headers.append(("ecst.value.dropped", str(len(value)).encode()))
+                value = None
+            sent.append((r, producer.send(self.config.dead_letter_topic, key=r.key, value=value,
+                                          headers=headers)))
             log.error("dead-lettered %s (%s): %s", _where(r), stage, d.error)
             self.metrics.inc("ecst_dead_lettered_total", stage=stage)
-        producer.flush(timeout=30)  # durable in Kafka before the offsets that skip them
+        producer.flush(timeout=30)
+        for r, future in sent:  # durable in Kafka before the offsets that skip them move on
+            try:
+                future.get(timeout=30)
+            except KafkaError as exc:
+                raise StackError(f"could not dead-letter {_where(r)} to {self.config.dead_letter_topic}: "
+                                 f"{exc}; the state is unchanged from the last good batch") from exc
         self.stats.dead_lettered += len(items)
 
     def _commit_kafka(self, consumer: KafkaConsumer, next_offsets: dict[tuple[str, int], int]) -> None:

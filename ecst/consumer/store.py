@@ -381,6 +381,20 @@ class StateStore:
         snapshots: dict[str, SnapshotState] | None = None,
     ) -> ApplyStats:
         """Apply a batch and store `next_offsets` (and snapshot progress) in the same transaction."""
+        try:
+            return self._apply_batch(events, next_offsets, snapshots)
+        except Exception:
+            # The transaction rolled back, DDL included: a table it created or extended must be
+            # looked up again, or the next batch would write to a table that does not exist.
+            self._tables.clear()
+            raise
+
+    def _apply_batch(
+        self,
+        events: Sequence[ChangeEvent],
+        next_offsets: dict[tuple[str, int], int],
+        snapshots: dict[str, SnapshotState] | None,
+    ) -> ApplyStats:
         stats = ApplyStats()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.engine.begin() as conn:

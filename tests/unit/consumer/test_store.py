@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ecst.consumer.events import Record, decode
 from ecst.consumer.store import POSITION, StateStore
@@ -217,3 +218,16 @@ def test_offsets_of_an_older_state_get_the_floor_column(tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT position_floor FROM ecst_offsets")).scalar() == 100
     store.close()
+
+
+def test_a_rejected_batch_that_created_its_table_leaves_no_stale_table_behind(store):
+    # The first batch creates the table and is then rejected (a value the database cannot take):
+    # its transaction rolls back, CREATE TABLE included. Applied alone afterwards, the good
+    # event must create the table again, not write to one that does not exist.
+    good = event("r", 1, 100, 0, after=row(1), snapshot="true")
+    bad = event("r", 2, 100, 1, after={**row(2), "email": {"not": "text"}}, snapshot="true")
+    with pytest.raises(SQLAlchemyError):
+        store.apply([good, bad], {(TOPIC, 0): 2})
+    assert not store.has_table("users")
+    store.apply([good], {(TOPIC, 0): 1})
+    assert list(by_id(store)) == [1]

@@ -1,0 +1,162 @@
+"""Fault scenarios on the real local stack (issue 10). In each, a writer keeps changing users
+(it starts before the connector creates its slot), faults are injected, and afterwards the state
+must equal the producer's table on every column of every row: zero mismatches."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from tests.faults.harness import (
+    FAULTS,
+    Outcome,
+    kill_connect,
+    kill_consumer,
+    size,
+    wait_until,
+)
+from tests.integration.cli import ecst, write
+
+
+def check(outcome: Outcome, outcomes: list[Outcome]) -> None:
+    outcomes.append(outcome)
+    assert outcome.recovered == outcome.faults_injected, outcome
+    assert outcome.mismatches == 0, outcome.detail
+
+
+def test_consumer_killed_during_snapshot_and_streaming(pipeline, outcomes):
+    p = pipeline().start(rows=max(size()["rows"], 10000))  # a snapshot long enough to be hit
+    for _ in range(2):  # during the snapshot: the service is not ready yet
+        time.sleep(random.uniform(1.0, 2.5))
+        p.fault("consumer kill -9 (snapshot)", lambda: kill_consumer(p, pause_s=0.5))
+    p.ready()
+    for _ in range(2):  # during streaming
+        time.sleep(random.uniform(2.0, 5.0))
+        p.fault("consumer kill -9 (streaming)", lambda: kill_consumer(p))
+    check(p.settle(Outcome("consumer kill -9, snapshot and streaming")), outcomes)
+
+
+def test_connect_worker_killed(pipeline, outcomes):
+    p = pipeline().start()
+    p.ready()
+    time.sleep(3)
+    p.fault("Connect kill -9", lambda: kill_connect(p))
+    check(p.settle(Outcome("Connect worker kill -9")), outcomes)
+
+
+def test_broker_killed(pipeline, outcomes):
+    p = pipeline().start()
+    p.ready()
+    time.sleep(3)
+    p.fault("broker kill -9", lambda: FAULTS["broker kill -9"](p))
+    check(p.settle(Outcome("broker kill -9")), outcomes)
+
+
+def test_postgres_fast_and_immediate_restarts(pipeline, outcomes):
+    p = pipeline().start()
+    p.ready()
+    for mode in ("Postgres fast restart", "Postgres immediate restart"):
+        time.sleep(3)
+        p.fault(mode, lambda mode=mode: FAULTS[mode](p))
+        wait_until(lambda: p.prober.recovered_at(p.faults[-1][1]), 180, f"recovery from {mode}")
+    check(p.settle(Outcome("Postgres fast and immediate restarts")), outcomes)
+
+
+def test_walsender_terminated(pipeline, outcomes):
+    p = pipeline().start()
+    p.ready()
+    time.sleep(3)
+    p.fault("walsender terminated", lambda: FAULTS["walsender terminated"](p))
+    check(p.settle(Outcome("walsender terminated")), outcomes)
+
+
+def test_connect_unreachable_during_apply(pipeline, outcomes, logs, tmp_path):
+    # Connect is down when `connectors apply` runs: one line, exit 1, nothing created; once
+    # Connect is back, the same command creates the connector and the pipeline catches up.
+    p = pipeline()
+    p.capture.create(rows=size()["rows"])
+    p.writer.start()
+    worker = p.stack.stack.connect
+    definition = write(tmp_path / "users.yaml", p.capture.doc)
+    args = ["connectors", "apply", "-f", str(definition), "--connect-url", p.stack.connect_url]
+    p.faults.append(("Connect unreachable during apply", time.time()))
+    kill_connect(p, restart=False)
+    refused = ecst(*args)
+    (logs / f"apply-unreachable-{p.capture.uid}.log").write_text(refused.stdout + refused.stderr)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("Error: Couldn't connect to Kafka Connect at"), refused.stderr
+    worker.start()
+    assert p.capture.definition.name not in p.capture.client.connectors()  # nothing half-applied
+    again = ecst(*args)
+    (logs / f"apply-again-{p.capture.uid}.log").write_text(again.stdout + again.stderr)
+    assert again.returncode == 0 and again.stdout.endswith("created\n"), again.stdout + again.stderr
+    p.consumer.start()
+    p.prober.start()
+    check(p.settle(Outcome("Connect REST unreachable during apply")), outcomes)
+
+
+POISON = {
+    "invalid JSON": (b'{"id": 900001}', b"this is not JSON"),
+    "wrong type": (b'{"id": "not-a-number"}', json.dumps({
+        "op": "c", "source": {"table": "{table}", "lsn": 10**12, "sequence": '["1","1"]'},
+        "after": {"id": "not-a-number", "email": "x"}}).encode()),
+    "unknown op": (b'{"id": 900003}', json.dumps({
+        "op": "x", "source": {"table": "{table}", "lsn": 10**12}, "after": {"id": 900003}}).encode()),
+    "missing key": (b"{}", json.dumps({  # (a compacted topic refuses a null key itself)
+        "op": "c", "source": {"table": "{table}", "lsn": 10**12, "sequence": '["1","1"]'},
+        "after": {"id": 900004, "email": "y"}}).encode()),
+    "5 MB value": (b'{"id": 900005}', b'{"op": "c", "junk": "' + b"x" * (5 * 1024 * 1024) + b'"}'),
+}
+
+
+def test_poison_records_are_dead_lettered_and_nothing_good_is_lost(pipeline, outcomes, stack):
+    # a Postgres state, as in production: SQLite would take the text into the bigint column
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    dlq = f"ecst.dlq.{uuid.uuid4().hex[:10]}"
+    p = pipeline("--dead-letter-topic", dlq, state_url=url)
+    p.on_close(drop)
+    p.start()
+    p.ready()
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, p.capture.topic,
+                                        configs={"max.message.bytes": str(8 * 1024 * 1024)})])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, max_request_size=8 * 1024 * 1024)
+    for key, value in POISON.values():
+        producer.send(p.capture.topic, key=key, value=value.replace(b"{table}", p.capture.table.encode()),
+                      partition=0)
+    producer.flush()
+    producer.close()
+    p.faults.append(("poison records", time.time()))
+    outcome = p.settle(Outcome("poison records", poison_injected=len(POISON)))
+    reader = KafkaConsumer(dlq, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
+                           consumer_timeout_ms=10000, max_partition_fetch_bytes=16 * 1024 * 1024)
+    dead = [dict(m.headers) for m in reader]
+    reader.close()
+    outcome.dead_lettered = len(dead)
+    outcomes.append(outcome)
+    assert outcome.dead_lettered == len(POISON), dead
+    assert all(h.get("ecst.error") for h in dead)
+    check(outcome, [])
+
+
+def test_soak_with_random_faults(pipeline, outcomes):
+    run = size()
+    p = pipeline().start()
+    p.ready()
+    rnd = random.Random(20261130)
+    until = time.monotonic() + run["soak_s"]
+    while True:
+        wait = rnd.uniform(30, 60)
+        if time.monotonic() + wait > until:
+            break
+        time.sleep(wait)
+        name = rnd.choice(sorted(FAULTS))
+        p.fault(name, lambda name=name: FAULTS[name](p))
+    time.sleep(max(0.0, until - time.monotonic()))
+    check(p.settle(Outcome(f"soak ({run['soak_s']} s, a random fault every 30-60 s)")), outcomes)
