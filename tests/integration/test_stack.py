@@ -1,13 +1,18 @@
-"""`ecst stack` on the real local stack: status, env, idempotent up, Maven failure."""
+"""`ecst stack` on the real local stack: status, env, idempotent up, Maven failure; a second
+stack of its own on a `mktemp -d` home (as root: Postgres' fallback folder)."""
 
 import os
 import shutil
+import stat
+import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from ecst.settings import Settings
+from ecst.stack.postgres import paths_for
 from tests.integration import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +73,51 @@ def test_failed_maven_download_is_one_line_with_advice(tmp_path, local):
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Maven could not resolve" in errors[0], r.stderr
     assert "check access to Maven Central" in errors[0]
+
+
+# -- a stack of its own on a home made by `mktemp -d` (0700) -------------------------------------
+def _ports() -> dict[str, str]:
+    """Four free ports, none of them a port the session's stack (or a default stack) may use."""
+    taken = set()
+    for s in (Settings(), Settings.from_env()):
+        taken |= {s.pg_port, s.kafka_port, s.controller_port, s.connect_port}
+    ports: list[int] = []
+    while len(ports) < 4:
+        port = cli.free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    names = ("ECST_PG_PORT", "ECST_KAFKA_PORT", "ECST_CONTROLLER_PORT", "ECST_CONNECT_PORT")
+    return dict(zip(names, map(str, ports), strict=True))
+
+
+@pytest.fixture(scope="module")
+def mktemp_stack():
+    """`ECST_HOME=$(mktemp -d) ecst stack up` on free ports: (home, env, result of up).
+    Stopped with `ecst stack down`, then the home and its Postgres folder are removed."""
+    home = Path(tempfile.mkdtemp(prefix="ecst-home-"))
+    env = {"ECST_HOME": str(home), **_ports()}
+    up = ecst("stack", "up", env=env)
+    try:
+        yield home, env, up
+    finally:
+        down = ecst("stack", "down", env=env)
+        assert down.returncode == 0, f"stack on {home} not stopped: {down.stderr}"
+        pg_base = paths_for(home).data.parent
+        shutil.rmtree(home)
+        if not pg_base.is_relative_to(home):
+            shutil.rmtree(pg_base, ignore_errors=True)
+            if pg_base.parent.exists() and not any(pg_base.parent.iterdir()):
+                pg_base.parent.rmdir()
+
+
+def test_up_works_on_a_home_made_by_mktemp(mktemp_stack):
+    home, env, up = mktemp_stack
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # what mktemp -d makes
+    assert up.returncode == 0, up.stderr
+    status = ecst("stack", "status", env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    if os.geteuid() == 0:
+        # the `postgres` OS user cannot enter the home: the cluster lives in the fallback folder
+        data = paths_for(home).data
+        assert not data.is_relative_to(home) and (data / "PG_VERSION").exists(), data
+
