@@ -28,6 +28,7 @@ from psycopg import sql
 
 from ecst.exceptions import StackError
 from ecst.stack import process
+from ecst.stack.private import open_private, private_dir, restrict, write_private
 
 ADMIN_USER = "ecst"
 CONNECTOR_ROLE = "ecst_connector"
@@ -171,14 +172,21 @@ class PostgresCluster:
             return None
         return pid if process.alive(pid) and "postgres" in process.cmdline(pid) else None
 
+    def make_private(self) -> None:
+        """The cluster's folder and server log owner-only (the data folder is Postgres' own, 0700);
+        a folder and log left readable by an earlier version are fixed."""
+        base = self.paths.data.parent
+        restrict(base, recursive=False)
+        restrict(self.paths.log)
+        restrict(self.paths.data / "ecst.conf")
+
     # -- lifecycle ------------------------------------------------------------------------
     def ensure_created(self) -> bool:
         """initdb once; True if the cluster was created now."""
         if (self.paths.data / "PG_VERSION").exists():
             return False
         bindir = find_bindir()
-        base = self.paths.data.parent
-        base.mkdir(parents=True, exist_ok=True)
+        base = private_dir(self.paths.data.parent)
         self._chown(base)
         if self.paths.run_as and (blocked := _blocking_for(base, self.paths.run_as)):
             raise StackError(
@@ -186,7 +194,7 @@ class PostgresCluster:
                 f"on the way to {base}: `chmod o+x {blocked}`, or choose another ECST_HOME"
             )
         pwfile = base / ".pwfile"
-        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        with os.fdopen(open_private(pwfile, os.O_WRONLY | os.O_TRUNC), "w") as f:
             f.write(self.admin_password + "\n")
         self._chown(pwfile)
         try:
@@ -210,12 +218,12 @@ class PostgresCluster:
         process.require_free(self.port, "PostgreSQL", "ECST_PG_PORT")
         bindir = find_bindir()
         conf = self.paths.data / "ecst.conf"
-        conf.write_text(SERVER_CONF.format(port=self.port))
+        write_private(conf, SERVER_CONF.format(port=self.port))
         self._chown(conf)
-        self.paths.log.parent.mkdir(parents=True, exist_ok=True)
-        if self.paths.run_as and not self.paths.log.exists():
-            self.paths.log.touch()
+        if not self.paths.log.exists():
+            os.close(open_private(self.paths.log))
             self._chown(self.paths.log)
+        self.make_private()
         result = self._run([
             str(bindir / "pg_ctl"), "-D", str(self.paths.data), "-l", str(self.paths.log),
             "-w", "-t", "60", "start",

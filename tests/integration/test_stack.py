@@ -1,5 +1,5 @@
 """`ecst stack` on the real local stack: status, env, idempotent up, Maven failure; a second
-stack of its own on a `mktemp -d` home (as root: Postgres' fallback folder)."""
+stack of its own on a `mktemp -d` home (as root: Postgres' fallback folder; owner-only data)."""
 
 import os
 import shutil
@@ -120,4 +120,59 @@ def test_up_works_on_a_home_made_by_mktemp(mktemp_stack):
         # the `postgres` OS user cannot enter the home: the cluster lives in the fallback folder
         data = paths_for(home).data
         assert not data.is_relative_to(home) and (data / "PG_VERSION").exists(), data
+
+
+def _private(home: Path) -> list[Path]:
+    """Everything the stack keeps that holds users' rows, secrets or logs."""
+    pg = paths_for(home)
+    return [home / "kafka", home / "connect", home / "logs", home / "run",
+            home / "credentials.json", home / "pgpass", pg.data.parent]
+
+
+def _exposed(paths: list[Path]) -> list[str]:
+    """`mode path` of each file or folder under `paths` that group or others have any right on."""
+    found = []
+    for top in paths:
+        entries = [top]
+        for folder, dirs, files in os.walk(top):
+            entries += [Path(folder, name) for name in dirs + files]
+        for entry in entries:
+            try:
+                mode = entry.lstat().st_mode
+            except FileNotFoundError:  # Kafka removes and renames files as it runs
+                continue
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                found.append(f"{stat.S_IMODE(mode):04o} {entry}")
+    return found
+
+
+def test_kafka_data_logs_and_secrets_are_owner_only(mktemp_stack):
+    home, env, up = mktemp_stack
+    assert up.returncode == 0, up.stderr
+    assert ecst("stack", "env", env=env).returncode == 0  # writes pgpass
+    paths = _private(home)
+    assert all(p.exists() for p in paths), [str(p) for p in paths if not p.exists()]
+    assert any((home / "kafka" / "data").glob("ecst-connect-configs-0/*.log"))
+    assert (home / "logs" / "kafka.log").exists() and paths_for(home).log.exists()
+    assert _exposed(paths) == []
+
+
+def test_next_up_makes_a_home_left_readable_owner_only(mktemp_stack):
+    home, env, up = mktemp_stack
+    assert up.returncode == 0, up.stderr
+    # what an earlier version left: 0755 folders, 0644 files (the Postgres data folder, 0700, aside)
+    data = paths_for(home).data
+    for top in _private(home):
+        for folder, _, files in os.walk(top):
+            if Path(folder) == data or data in Path(folder).parents:
+                continue
+            os.chmod(folder, 0o755)
+            for name in files:
+                Path(folder, name).chmod(0o644)
+        if top.is_file():
+            top.chmod(0o644)
+    assert len(_exposed(_private(home))) > 10
+    again = ecst("stack", "up", env=env)
+    assert again.returncode == 0, again.stderr
+    assert _exposed(_private(home)) == []
 
