@@ -1,18 +1,20 @@
 """`ecst stack` on the real local stack: status, env, idempotent up, Maven failure; a second
-stack of its own on a `mktemp -d` home (as root: Postgres' fallback folder; owner-only data)."""
+stack of its own on a `mktemp -d` home (as root: Postgres' fallback folder; owner-only data); what
+the connector role's REPLICATION attribute lets it read."""
 
 import os
 import shutil
 import stat
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from ecst.settings import Settings
-from ecst.stack.postgres import paths_for
+from ecst.stack.postgres import CONNECTOR_ROLE, paths_for
 from tests.integration import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,3 +178,32 @@ def test_next_up_makes_a_home_left_readable_owner_only(mktemp_stack):
     assert again.returncode == 0, again.stderr
     assert _exposed(_private(home)) == []
 
+
+# -- what REPLICATION lets the connector role read (README, least privilege) ------------------
+def test_the_connector_role_decodes_a_table_it_cannot_select(local):
+    """Postgres semantics the README states: SELECT limits the snapshot, not the WAL."""
+    pg = local.stack.postgres
+    uid = uuid.uuid4().hex[:10]
+    table, slot = f"private_{uid}", f"ecst_probe_{uid}"
+    with pg.connect() as admin:
+        admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, email text)")
+        try:
+            with psycopg.connect(pg.conninfo(), user=CONNECTOR_ROLE, password=pg.connector_password,
+                                 autocommit=True) as role:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    role.execute(f"SELECT * FROM {table}")
+                role.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (slot,))
+                try:
+                    admin.execute(f"INSERT INTO {table} VALUES (1, 'alice@example.com')")
+                    # the stack commits asynchronously: decoding sees the commit once it is flushed
+                    changes: list[str] = []
+                    deadline = time.monotonic() + 15
+                    while not any("alice" in c for c in changes) and time.monotonic() < deadline:
+                        changes += [row[0] for row in role.execute(
+                            "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL)", (slot,))]
+                        time.sleep(0.2)
+                finally:
+                    role.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        finally:
+            admin.execute(f"DROP TABLE {table}")
+    assert any("alice@example.com" in change for change in changes), changes
