@@ -25,6 +25,7 @@ from ecst.consumer.store import ApplyStats, StateStore
 from ecst.exceptions import ConnectError
 from ecst.settings import Settings
 from ecst.stack import LocalStack
+from ecst.stack.private import private_dir
 
 Echo = Callable[[str], None]
 
@@ -107,6 +108,7 @@ def run_demo(settings: Settings, *, rows: int = 5000, echo: Echo = print) -> boo
         change = apply_mod.apply(client, definition)
         echo(f"connector/{definition.name} {change.action}")
 
+        private_dir(state_path.parent)  # the state holds users' rows
         store = StateStore(f"sqlite:///{state_path}")
         consumer = Consumer(store, [topic], bootstrap_servers=stack.kafka.bootstrap,
                             group_id="ecst-demo", batch_size=2000)

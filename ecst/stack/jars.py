@@ -7,11 +7,13 @@ Resolution runs once per pom content: a stamp file holding the poms' hash makes 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from ecst.exceptions import StackError
+from ecst.stack.private import open_private, private_dir
 
 POMS = ("deploy/pom.xml", "deploy/maven/kafka/pom.xml", "deploy/maven/debezium/pom.xml")
 PLUGIN = "debezium-connector-postgres"
@@ -42,8 +44,8 @@ def ensure_jars(project_dir: Path, jars_dir: Path, log_file: Path) -> Path:
     if jars_dir.exists():
         shutil.rmtree(jars_dir)
     jars_dir.mkdir(parents=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "wb") as out:
+    private_dir(log_file.parent)
+    with os.fdopen(open_private(log_file, os.O_WRONLY | os.O_TRUNC), "wb") as out:
         result = subprocess.run(
             [mvn, "-B", "-q", "-f", str(project_dir / "deploy/pom.xml"), "package",
              f"-Decst.jars={jars_dir}"],

@@ -14,6 +14,7 @@ import requests
 
 from ecst.exceptions import StackError
 from ecst.stack import process
+from ecst.stack.private import UMASK, private_dir, write_private
 
 LOG4J2 = """\
 Configuration:
@@ -80,7 +81,7 @@ class JavaComponent:
         return process.read_pid(self.pid_file, self.marker)
 
     def _java(self, main: str, *args: str, env: dict[str, str] | None = None) -> int:
-        (self.home / "run").mkdir(parents=True, exist_ok=True)
+        private_dir(self.home / "run")
         log4j = self.home / "log4j2.yaml"
         log4j.write_text(LOG4J2)
         argv = [
@@ -121,9 +122,9 @@ class KafkaBroker(JavaComponent):
         return f"127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         path = self.dir / "server.properties"
-        path.write_text(_properties({
+        write_private(path, _properties({
             "process.roles": "broker,controller",
             "node.id": 1,
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -162,7 +163,7 @@ class KafkaBroker(JavaComponent):
             [java(), "-cp", str(self.jars / "kafka" / "*"),
              f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
              "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
-            capture_output=True, text=True,
+            capture_output=True, text=True, umask=UMASK,
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {result.stdout[-800:]}{result.stderr[-800:]}")
@@ -207,9 +208,9 @@ class ConnectWorker(JavaComponent):
         return f"http://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         path = self.dir / "connect-distributed.properties"
-        path.write_text(_properties({
+        write_private(path, _properties({
             "bootstrap.servers": self.bootstrap,
             "group.id": "ecst-connect",
             "key.converter": "org.apache.kafka.connect.json.JsonConverter",

@@ -1,7 +1,8 @@
 """`ecst stack up|down|status|env`: the local stack as one object.
 
 Everything lives under the stack home (`.ecst/` by default): jars, logs, PID files, the Kafka
-log folder, generated credentials. `up` is idempotent: what already runs is reused.
+log folder, generated credentials; all but the jars owner-only. `up` is idempotent: what already
+runs is reused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ecst.settings import Secret, Settings, register_secret
 from ecst.stack import jars, process
 from ecst.stack.kafka import ConnectWorker, KafkaBroker, java
 from ecst.stack.postgres import ADMIN_USER, CONNECTOR_ROLE, PRODUCER_DB, PostgresCluster
+from ecst.stack.private import restrict, write_private
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,8 @@ class LocalStack:
         path = self.home / "pgpass"
         line = f"127.0.0.1:{self.settings.pg_port}:*:{ADMIN_USER}:{self.postgres.admin_password}\n"
         if not path.exists() or path.read_text() != line:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(line)
+            write_private(path, line)
+        restrict(path)  # libpq ignores a password file that others can read
         return path
 
     def env_lines(self) -> list[str]:
@@ -124,9 +125,18 @@ class LocalStack:
             if not running:
                 process.require_free(port, what, var)
 
+    def make_private(self) -> None:
+        """Kafka's data (users' rows), the logs, the demo's state and the secrets owner-only: 0700
+        folders, 0600 files, also where an earlier version left them readable. The home itself keeps
+        its mode (as root, the `postgres` OS user may need to pass through it); the jars stay public."""
+        for name in ("kafka", "connect", "logs", "run", "demo", "credentials.json", "pgpass"):
+            restrict(self.home / name)
+        self.postgres.make_private()
+
     def up(self, log: Callable[[str], None] = lambda msg: None) -> list[Component]:
         """Install what is missing, start what is not running, health-check everything."""
         self.preflight()
+        self.make_private()
         if not (self.kafka.pid and self.connect.pid):
             log("resolving Kafka, Connect and Debezium jars (Maven)")
             jars.ensure_jars(self.settings.project_dir, self.jars_dir, self.home / "logs" / "maven.log")

@@ -3,19 +3,23 @@
 is never touched.
 
 When ecst runs as root the server runs as the `postgres` OS user (Postgres refuses root), and
-the data folder moves to /var/lib/ecst/<id>/postgres/ if the stack folder is not reachable by that user.
+the data folder moves to /var/lib/ecst/<id>/postgres/ if that user cannot enter the stack home
+(a home made by `mktemp -d` is 0700) or a folder above it.
 """
 
 from __future__ import annotations
 
 import glob
+import grp
 import hashlib
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from psycopg import sql
 
 from ecst.exceptions import StackError
 from ecst.stack import process
+from ecst.stack.private import open_private, private_dir, restrict, write_private
 
 ADMIN_USER = "ecst"
 CONNECTOR_ROLE = "ecst_connector"
@@ -73,11 +78,29 @@ def find_bindir(install: bool = True) -> Path:
     return find_bindir(install=False)
 
 
-def _traversable_by_others(path: Path) -> bool:
-    for parent in [path, *path.parents]:
-        if parent.exists() and not (parent.stat().st_mode & 0o001):
-            return False
-    return True
+def blocking_folder(path: Path, uid: int, gids: Collection[int]) -> Path | None:
+    """The highest existing folder on the way to `path` that the user `uid` (in groups `gids`)
+    may not enter, as the kernel decides it from owner, group and other bits; None if none."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            break  # created later, by us
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return folder
+    return None
+
+
+def _blocking_for(path: Path, user: str) -> Path | None:
+    pw = pwd.getpwnam(user)
+    gids = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    return blocking_folder(path, pw.pw_uid, gids)
 
 
 @dataclass(frozen=True)
@@ -98,10 +121,14 @@ def paths_for(home: Path) -> PostgresPaths:
             "running as root needs the `postgres` OS user to run the server: "
             "install the postgresql package (`apt-get install postgresql`)"
         ) from exc
-    base = home
-    if not _traversable_by_others(home.parent):
-        digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
-        base = Path("/var/lib/ecst") / digest
+    fallback = Path("/var/lib/ecst") / hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    if (home / "postgres" / "data" / "PG_VERSION").exists():
+        base = home  # a cluster stays where it was created
+    elif (fallback / "postgres" / "data" / "PG_VERSION").exists():
+        base = fallback
+    else:
+        # the `postgres` user must pass through the home itself (mktemp -d makes it 0700)
+        base = home if _blocking_for(home / "postgres", "postgres") is None else fallback
     return PostgresPaths(base / "postgres" / "data", base / "postgres" / "postgres.log", "postgres")
 
 
@@ -145,18 +172,30 @@ class PostgresCluster:
             return None
         return pid if process.alive(pid) and "postgres" in process.cmdline(pid) else None
 
+    def make_private(self) -> None:
+        """The cluster's folder and server log owner-only (the data folder is Postgres' own, 0700);
+        a folder and log left readable by an earlier version are fixed."""
+        base = self.paths.data.parent
+        restrict(base, recursive=False)
+        restrict(self.paths.log)
+        restrict(self.paths.data / "ecst.conf")
+
     # -- lifecycle ------------------------------------------------------------------------
     def ensure_created(self) -> bool:
         """initdb once; True if the cluster was created now."""
         if (self.paths.data / "PG_VERSION").exists():
             return False
         bindir = find_bindir()
-        base = self.paths.data.parent
-        base.mkdir(parents=True, exist_ok=True)
+        base = private_dir(self.paths.data.parent)
         self._chown(base)
+        if self.paths.run_as and (blocked := _blocking_for(base, self.paths.run_as)):
+            raise StackError(
+                f"the `{self.paths.run_as}` OS user, which runs the server, cannot enter {blocked} "
+                f"on the way to {base}: `chmod o+x {blocked}`, or choose another ECST_HOME"
+            )
         pwfile = base / ".pwfile"
-        pwfile.write_text(self.admin_password + "\n")
-        os.chmod(pwfile, 0o600)
+        with os.fdopen(open_private(pwfile, os.O_WRONLY | os.O_TRUNC), "w") as f:
+            f.write(self.admin_password + "\n")
         self._chown(pwfile)
         try:
             result = self._run([
@@ -179,12 +218,12 @@ class PostgresCluster:
         process.require_free(self.port, "PostgreSQL", "ECST_PG_PORT")
         bindir = find_bindir()
         conf = self.paths.data / "ecst.conf"
-        conf.write_text(SERVER_CONF.format(port=self.port))
+        write_private(conf, SERVER_CONF.format(port=self.port))
         self._chown(conf)
-        self.paths.log.parent.mkdir(parents=True, exist_ok=True)
-        if self.paths.run_as and not self.paths.log.exists():
-            self.paths.log.touch()
+        if not self.paths.log.exists():
+            os.close(open_private(self.paths.log))
             self._chown(self.paths.log)
+        self.make_private()
         result = self._run([
             str(bindir / "pg_ctl"), "-D", str(self.paths.data), "-l", str(self.paths.log),
             "-w", "-t", "60", "start",

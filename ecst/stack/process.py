@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ecst.exceptions import PortInUseError, StackError
+from ecst.stack.private import UMASK, open_private, private_dir, write_private
 
 # Popen handles of the daemons this process started: kept so they are never garbage-collected
 # while running (which would warn) and so that stopping one can reap it.
@@ -78,9 +79,10 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
-    """Start a long-running process in its own session, output to `log_file`."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
+    """Start a long-running process in its own session, output to an owner-only `log_file`; what
+    the process creates is owner-only too (umask 077)."""
+    private_dir(log_file.parent)
+    with os.fdopen(open_private(log_file), "ab") as out:
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -90,11 +92,12 @@ def spawn(
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
+                umask=UMASK,
             )
         except FileNotFoundError as exc:
             raise StackError(f"cannot run {argv[0]!r}: {exc.strerror}") from exc
     _CHILDREN[proc.pid] = proc
-    pid_file.write_text(f"{proc.pid}\n")
+    write_private(pid_file, f"{proc.pid}\n")
     return proc.pid
 
 

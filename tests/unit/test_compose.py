@@ -64,3 +64,13 @@ def test_host_ports_are_the_local_stack_defaults_so_ecst_defaults_work_on_both()
 def test_the_consumer_reads_the_topic_the_connector_writes():
     command = SERVICES["consumer"]["command"]
     assert command[command.index("--topic") + 1] == topic_for(USERS) == DEFAULT_TOPIC
+
+
+def test_the_consumer_state_folder_is_owner_only():
+    """The state holds users' rows: the image's /data (which a new named volume copies, mode
+    included) is 0700 for the `ecst` user that runs the consumer."""
+    dockerfile = (ROOT / SERVICES["consumer"]["build"]["dockerfile"]).read_text()
+    state = SERVICES["consumer"]["command"][SERVICES["consumer"]["command"].index("--state-url") + 1]
+    folder = state.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    assert folder in [v.split(":")[1] for v in SERVICES["consumer"]["volumes"]]
+    assert re.search(rf"chmod 0?700 {folder}\b", dockerfile), dockerfile
