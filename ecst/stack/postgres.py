@@ -34,6 +34,11 @@ ADMIN_USER = "ecst"
 CONNECTOR_ROLE = "ecst_connector"
 PRODUCER_DB = "producer"
 
+HBA_CONF = """\
+# Written by `ecst stack up` at every start (initdb's pg_hba.conf, which allows physical
+# replication connections, e.g. pg_basebackup, to any REPLICATION role, is not used).
+host all all 127.0.0.1/32 scram-sha-256
+"""
 SERVER_CONF = """\
 # Written by `ecst stack up` at every start; edit Settings, not this file.
 listen_addresses = '127.0.0.1'
@@ -43,6 +48,9 @@ wal_level = logical
 max_wal_senders = 32
 max_replication_slots = 32
 max_connections = 200
+# Logins over loopback TCP only, and no physical replication connection: Debezium's logical
+# replication connection matches its database, not the `replication` keyword of pg_hba.conf.
+hba_file = '{hba}'
 # A disposable development cluster: trade crash durability for speed.
 fsync = off
 full_page_writes = off
@@ -217,8 +225,11 @@ class PostgresCluster:
             return self.pid
         process.require_free(self.port, "PostgreSQL", "ECST_PG_PORT")
         bindir = find_bindir()
+        hba = self.paths.data / "ecst_hba.conf"
+        write_private(hba, HBA_CONF)
+        self._chown(hba)
         conf = self.paths.data / "ecst.conf"
-        write_private(conf, SERVER_CONF.format(port=self.port))
+        write_private(conf, SERVER_CONF.format(port=self.port, hba=hba))
         self._chown(conf)
         if not self.paths.log.exists():
             os.close(open_private(self.paths.log))

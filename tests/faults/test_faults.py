@@ -4,10 +4,14 @@ must equal the producer's table on every column of every row: zero mismatches.""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import os
 import random
 import time
 import uuid
+from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -160,3 +164,62 @@ def test_soak_with_random_faults(pipeline, outcomes):
         p.fault(name, lambda name=name: FAULTS[name](p))
     time.sleep(max(0.0, until - time.monotonic()))
     check(p.settle(Outcome(f"soak ({run['soak_s']} s, a random fault every 30-60 s)")), outcomes)
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket the processes `pids` hold."""
+    inodes = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes[target[8:-1]] = pid
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append((inodes[fields[9]], _address(fields[1].split(":")[0], width)))
+    return found
+
+
+def _address(hex_ip: str, width: int) -> str:
+    raw = bytes.fromhex(hex_ip)
+    if width == 8:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # /proc prints 32-bit words
+    address = ipaddress.IPv6Address(words)
+    return str(address.ipv4_mapped or address)
+
+
+def test_security_no_superuser_no_leaked_password_loopback_only(pipeline, outcomes, stack, logs):
+    p = pipeline().start()
+    p.ready()
+    local = stack.stack
+    # the connector's role is not a superuser (it has REPLICATION and SELECT on its table only)
+    with stack.producer_conn() as conn:
+        superuser, replication = conn.execute("SELECT rolsuper, rolreplication FROM pg_roles "
+                                              "WHERE rolname = 'ecst_connector'").fetchone()
+    assert (superuser, replication) == (False, True)
+    # every listener of the stack and of the consumer service is on loopback
+    pids = {local.postgres.pid, local.kafka.pid, local.connect.pid, p.consumer.proc.pid}
+    listeners = _listening({pid for pid in pids if pid})
+    assert listeners and all(ipaddress.ip_address(a).is_loopback for _, a in listeners), listeners
+    assert {pid for pid, _ in listeners} >= {local.postgres.pid, local.kafka.pid, local.connect.pid,
+                                              p.consumer.proc.pid}
+    p.fault("consumer kill -9", lambda: kill_consumer(p))
+    outcome = p.settle(Outcome("security: roles, listeners, secrets"))
+    p.consumer.stop()
+    # no password in anything the run produced: the suite's logs and CLI outputs, the stack's
+    # logs (Postgres, Kafka, Connect, Maven)
+    secrets = [local.postgres.admin_password, local.postgres.connector_password]
+    produced = [f for f in logs.rglob("*") if f.is_file()]
+    produced += [f for f in (local.home / "logs").rglob("*") if f.is_file()]
+    produced.append(local.postgres.paths.log)
+    leaks = [str(f) for f in produced if any(s.encode() in f.read_bytes() for s in secrets)]
+    assert len(produced) >= 5 and leaks == [], leaks
+    outcome.detail = (f"{len(listeners)} listeners, all loopback; {len(produced)} files searched for the "
+                      "passwords, none found; the connector role is not a superuser")
+    check(outcome, outcomes)

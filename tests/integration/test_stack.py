@@ -5,6 +5,7 @@ the connector role's REPLICATION attribute lets it read."""
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 import uuid
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 from ecst.settings import Settings
-from ecst.stack.postgres import CONNECTOR_ROLE, paths_for
+from ecst.stack.postgres import CONNECTOR_ROLE, find_bindir, paths_for
 from tests.integration import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,3 +208,14 @@ def test_the_connector_role_decodes_a_table_it_cannot_select(local):
         finally:
             admin.execute(f"DROP TABLE {table}")
     assert any("alice@example.com" in change for change in changes), changes
+
+
+def test_the_connector_role_cannot_copy_the_cluster_with_pg_basebackup(local, tmp_path):
+    """The stack's pg_hba.conf allows no physical replication connection (README, least privilege)."""
+    pg = local.stack.postgres
+    basebackup = find_bindir(install=False) / "pg_basebackup"
+    run = subprocess.run([str(basebackup), "-h", "127.0.0.1", "-p", str(pg.port), "-U", CONNECTOR_ROLE,
+                          "-D", str(tmp_path / "copy"), "-w"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PGPASSWORD": pg.connector_password})
+    assert run.returncode != 0 and "no pg_hba.conf entry for replication connection" in run.stderr, run.stderr
+    assert not (tmp_path / "copy" / "PG_VERSION").exists()
