@@ -13,6 +13,8 @@
     ├── EventError              a change event cannot be decoded or applied
     ├── StateStoreError         the state database cannot be used as a state store
     └── RebuildError            a re-bootstrap cannot start or go on (the shadow copy is kept)
+        └── SnapshotFailedError     the connector cannot take the snapshot (a task FAILED), or
+                                    Debezium rejected it (the shadow copy is discarded)
 
 The CLI turns each of these into one line, `Error: …`, and a non-zero exit.
 Anything else is a bug and keeps its traceback.
@@ -76,3 +78,9 @@ class StateStoreError(EcstError):
 class RebuildError(EcstError):
     """A re-bootstrap cannot start or go on; the live state is untouched and the shadow copy is
     kept, so the same command resumes (or `--restart` discards it)."""
+
+
+class SnapshotFailedError(RebuildError):
+    """The connector cannot deliver the snapshot a rebuild waits for (a task FAILED, a lost slot),
+    or Debezium rejected or aborted it (e.g. a filter its query could not run). Nothing will
+    complete that rebuild, so its shadow copy is discarded: the next command starts afresh."""

@@ -17,6 +17,8 @@ from ecst.connectors.client import ConnectClient
 from ecst.connectors.contexts import resolve
 from ecst.connectors.definition import ConnectorDefinition, load_definitions, mask_config
 from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
+from ecst.connectors.health import Deployment, tasks_of, trace_summary
+from ecst.connectors.health import diagnose as connector_problem
 from ecst.connectors.slots import slot_name, slot_status
 from ecst.exceptions import ConnectError
 from ecst.settings import Settings
@@ -218,11 +220,14 @@ def render_cmd(files: tuple[str, ...], env: str | None, fmt: str, cluster: str,
 @click.option("--max-retained-wal", default=DEFAULT_MAX_RETAINED_WAL, show_default=True,
               help="Bytes of WAL a slot may retain before it is reported.")
 @output_option
-def doctor_cmd(files: tuple[str, ...], env: str | None, producer_url: str | None, role: str | None,
-               max_retained_wal: int, output: str) -> None:
+@cluster_options
+def doctor_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, producer_url: str | None,
+               role: str | None, max_retained_wal: int, output: str) -> None:
     """Check the producer database for what each Debezium Postgres connector needs; exit 1 on a failure.
 
-    Read-only. Every finding says how to fix it.
+    Read-only. Every finding says how to fix it. Kafka Connect is asked (GET only) whether each
+    connector is deployed, its tasks' states and whether it has offsets, to tell a lost
+    replication slot from one not created yet.
 
     \b
     Example:
@@ -237,8 +242,12 @@ def doctor_cmd(files: tuple[str, ...], env: str | None, producer_url: str | None
         if slot_name(d.config) is None:
             continue
         try:
+            deployed: Deployment | None = Deployment.read(client, d.name)
+        except ConnectError:  # the database checks still stand; the slot check says what is unknown
+            deployed = None
+        try:
             with psycopg.connect(target[0], password=target[1], connect_timeout=5) as conn:
-                findings = diagnose(conn, d, role=role, max_retained_wal=max_retained_wal)
+                findings = diagnose(conn, d, role=role, max_retained_wal=max_retained_wal, deployed=deployed)
         except psycopg.OperationalError as exc:
             raise ConnectError(f"cannot reach the producer database: {str(exc).strip().splitlines()[0]}") \
                 from exc
@@ -303,13 +312,21 @@ def _slot(settings: Settings, config: dict[str, str]) -> dict | None:
             "retained_wal_bytes": s.retained_wal_bytes}
 
 
+def _has_offsets(client: ConnectClient, name: str) -> bool | None:
+    try:
+        return bool((client.offsets(name) or {}).get("offsets"))
+    except ConnectError:
+        return None
+
+
 @connectors.command("status")
 @click.argument("name")
 @output_option
 @cluster_options
 def status_cmd(client: ConnectClient, name: str, output: str) -> None:
-    """Show a connector's and its tasks' states and workers, and its replication slot's retained
-    WAL (for Debezium Postgres connectors, when the producer database is reachable).
+    """Show a connector's and its tasks' states and workers, a failed task's error in one line,
+    its replication slot (active, retained WAL; for Debezium Postgres connectors, when the
+    producer database is reachable), and, when something is wrong, the next step.
 
     \b
     Example:
@@ -317,21 +334,31 @@ def status_cmd(client: ConnectClient, name: str, output: str) -> None:
     """
     status = _status(client, name)
     slot = _slot(click.get_current_context().obj, client.get_config(name) or {})
+    exists = None if slot is None or "error" in slot else slot["exists"]
+    # a missing slot is lost only if the connector streamed from it (it has offsets)
+    offsets = _has_offsets(client, name) if exists is False else None
+    if slot is not None and exists is False:
+        slot["connector_has_offsets"] = offsets
+    found = connector_problem(name, status, slot["name"] if slot else None, exists, offsets)
     if output == "json":
-        _json({**status, "slot": slot})
+        _json({**status, "slot": slot, "diagnosis": found.as_dict() if found else None})
         return
     c = status["connector"]
-    click.echo(f"connector/{name} {c['state']} on {c.get('worker_id')}")
-    for t in status.get("tasks", []):
-        click.echo(f"  task {t['id']} {t['state']} on {t.get('worker_id')}")
+    failed = f": {trace_summary(c.get('trace'))}" if c.get("state") == "FAILED" else ""
+    click.echo(f"connector/{name} {c['state']} on {c.get('worker_id')}{failed}")
+    for t in tasks_of(status):
+        click.echo(f"  task {t.id} {t.state} on {t.worker}" + (f": {t.summary}" if t.summary else ""))
     if slot is not None:
         if "error" in slot:
             click.echo(f"  slot {slot['name']}: {slot['error']}")
         elif not slot["exists"]:
-            click.echo(f"  slot {slot['name']}: does not exist")
+            lost = " (the connector's offsets point into it: it was dropped or lost)" if offsets else ""
+            click.echo(f"  slot {slot['name']}: does not exist{lost}")
         else:
             click.echo(f"  slot {slot['name']}: {'active' if slot['active'] else 'INACTIVE'}, "
                        f"retains {slot['retained_wal_bytes']:,} bytes of WAL")
+    if found is not None:
+        click.echo(f"  next: {found.next}")
 
 
 @connectors.command("describe")

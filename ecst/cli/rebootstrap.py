@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -138,7 +139,16 @@ CHANNEL = click.option("--channel", type=click.Choice(["auto", "source", "kafka"
                        show_default=True, help="Signal through the signal table (source) or the Kafka "
                        "signal topic; auto prefers Kafka when the connector listens there.")
 WHERE = click.option("--where", help="SQL condition on the source table: a filtered backfill "
-                     "(Debezium's additional-conditions).")
+                     "(Debezium's additional-conditions, run by Debezium as the connector's role; ecst "
+                     "never runs it). One condition: no ;, comments, dollar quotes or backslashes.")
+
+
+def _connect_log(settings: Settings, client: ConnectClient) -> Path | None:
+    """The Connect worker's log when Connect is the local stack's (Postgres's message for a
+    snapshot query that failed is only there)."""
+    log = settings.home / "logs" / "connect.log"
+    local = client.url.rstrip("/") == f"http://127.0.0.1:{settings.connect_port}"
+    return log if local and log.exists() else None
 
 
 def _snapshot_command(mode: str, help_text: str, options: tuple[Callable, ...] = ()) -> Callable:
@@ -159,7 +169,7 @@ def _snapshot_command(mode: str, help_text: str, options: tuple[Callable, ...] =
             def opener() -> psycopg.Connection:
                 return psycopg.connect(conninfo, password=password, connect_timeout=5, autocommit=True)
 
-        source = SnapshotSource(client, connector, channel, opener)
+        source = SnapshotSource(client, connector, channel, opener, _connect_log(settings, client))
         progress, done = _progress_printer()
         try:
             result = rebuild(mode, config.state_url.reveal(), config,
@@ -188,7 +198,9 @@ INCREMENTAL_HELP = """Re-read the table with a Debezium incremental snapshot, in
     up, it replaces the live tables in one transaction: rows deleted in the source disappear.
 
     With --where, a filtered backfill: only the matching rows are re-read, and they are merged
-    into the live state (never over a newer row or delete); nothing else is touched.
+    into the live state (never over a newer row or delete); nothing else is touched. The
+    condition is checked to be one SQL condition and sent to Debezium, which runs it as the
+    connector's role; a condition Postgres refuses fails the command with Debezium's reason.
 
     \b
     Example:

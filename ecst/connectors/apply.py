@@ -16,6 +16,7 @@ from ecst.connectors.slots import slot_name
 from ecst.exceptions import ConnectError, ConnectorFailedError, ProducerError, ValidationError
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+STALE_GRACE_S = 20.0  # how long a task FAILED before a config update may still be reported so
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,20 @@ def apply(client: ConnectClient, definition: ConnectorDefinition, *, wait_s: flo
     """Validate, then idempotent `PUT /connectors/{name}/config`, then wait until the connector
     and its tasks run. With `dry_run`, validate and plan only."""
     change = plan(client, definition)
+    stale: set[tuple[int, str]] = set()
     if change.action != UNCHANGED:
         validate(client, definition)
         if not dry_run:
+            stale = _failed_tasks(client.status(definition.name)) if change.action == UPDATED else set()
             client.put_config(definition.name, definition.config)
     if wait_s > 0 and not dry_run:
-        wait_running(client, definition.name, timeout_s=wait_s)
+        wait_running(client, definition.name, timeout_s=wait_s, stale=stale)
     return change
+
+
+def _failed_tasks(status: dict | None) -> set[tuple[int, str]]:
+    return {(int(t.get("id", 0)), str(t.get("trace"))) for t in (status or {}).get("tasks", [])
+            if t.get("state") == "FAILED"}
 
 
 def prunable(client: ConnectClient, definitions: list[ConnectorDefinition],
@@ -114,12 +122,16 @@ def prunable(client: ConnectClient, definitions: list[ConnectorDefinition],
     return [n for n in client.connectors() if n not in wanted and fnmatch.fnmatchcase(n, selector)]
 
 
-def wait_running(client: ConnectClient, name: str, *, timeout_s: float = 120.0) -> dict:
+def wait_running(client: ConnectClient, name: str, *, timeout_s: float = 120.0,
+                 stale: set[tuple[int, str]] | frozenset = frozenset()) -> dict:
     """Poll the status until the connector and all its tasks are RUNNING.
 
-    Raises ConnectorFailedError (with the worker's trace) as soon as anything is FAILED.
+    Raises ConnectorFailedError (with the worker's trace) as soon as anything is FAILED. `stale`
+    are the (task id, trace) that were FAILED before a config update: Connect restarts those
+    tasks with the new config, and reports the old failure until then (up to STALE_GRACE_S).
     """
     deadline = time.monotonic() + timeout_s
+    grace = time.monotonic() + STALE_GRACE_S
     last: dict | None = None
     while True:
         last = client.status(name)
@@ -129,7 +141,8 @@ def wait_running(client: ConnectClient, name: str, *, timeout_s: float = 120.0) 
             if conn.get("state") == "FAILED":
                 raise ConnectorFailedError(f"connector {name} FAILED", conn.get("trace"))
             for t in tasks:
-                if t.get("state") == "FAILED":
+                old = (int(t.get("id", 0)), str(t.get("trace"))) in stale and time.monotonic() < grace
+                if t.get("state") == "FAILED" and not old:
                     raise ConnectorFailedError(
                         f"connector {name} task {t.get('id')} FAILED on {t.get('worker_id')}",
                         t.get("trace"),

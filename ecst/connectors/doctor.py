@@ -5,8 +5,10 @@ Checks: wal_level, replication slot and WAL sender headroom, the connector role 
 not a superuser, SELECT on each captured table), the publication (exactly the captured tables),
 a key for every captured table (`keys.py`: primary key, message.key.columns or a unique index),
 REPLICA IDENTITY (warns when DEFAULT meets TOAST-able columns, or cannot serve a table without a
-primary key), heartbeats, and the
-WAL every slot retains (an inactive slot is the classic way CDC fills a producer's disk).
+primary key), heartbeats, the connector's own slot (it exists and is active; with what Kafka Connect
+says of the connector, a slot that is missing although the connector streamed from it is a lost
+slot, and a FAILED task is named with its next step), and the WAL every slot retains (an inactive
+slot is the classic way CDC fills a producer's disk).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from ecst.connectors.definition import ConnectorDefinition
+from ecst.connectors.health import Deployment, slot_lost_step, tasks_of
+from ecst.connectors.health import diagnose as connector_problem
 from ecst.connectors.keys import TableKey, keyless_fix, table_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -60,9 +64,59 @@ def _role(config: dict[str, str], role: str | None) -> str | None:
     return user or None
 
 
+def slot_finding(name: str, slot: str, active: bool | None, deployed: Deployment | None,
+                 wal_status: str | None = None) -> Finding:
+    """Does connector `name`'s slot exist and is it active? `active` is None when the slot does
+    not exist; `deployed` is what Kafka Connect says of the connector (None: not reachable);
+    `wal_status` is the slot's (`lost`: invalidated, it exceeded max_slot_wal_keep_size)."""
+    if active is not None and wal_status == "lost":
+        return Finding("slot", FAIL, f"slot {slot} was invalidated (wal_status lost: it exceeded "
+                       "max_slot_wal_keep_size), so the WAL the connector still needs is gone",
+                       slot_lost_step(name))
+    if active is None:
+        if deployed is None:
+            return Finding("slot", WARN, f"slot {slot} does not exist, and Kafka Connect could not be asked "
+                           f"whether connector {name} streamed from it: expected before its first start; "
+                           "otherwise the slot was lost", slot_lost_step(name))
+        if not deployed.exists:
+            return Finding("slot", OK, f"slot {slot} does not exist yet: connector {name} is not deployed, "
+                           "and creates it when it first starts")
+        if deployed.has_offsets:
+            failed = [t for t in tasks_of(deployed.status) if t.state == "FAILED"]
+            failed_text = f"; task {failed[0].id} is FAILED: {failed[0].summary}" if failed else ""
+            return Finding("slot", FAIL, f"slot {slot} does not exist, but connector {name} has streamed "
+                           "from it (its offsets hold a position in it): the slot was dropped or lost"
+                           + failed_text, slot_lost_step(name))
+        return Finding("slot", WARN, f"slot {slot} does not exist yet: connector {name} has no offsets, and "
+                       "creates it when it starts", f"ecst connectors status {name}")
+    found = None
+    if deployed is not None and deployed.exists:
+        found = connector_problem(name, deployed.status, slot, True)
+    where = f"slot {slot} is {'active' if active else 'INACTIVE'}"
+    if found is not None:
+        return Finding("slot", FAIL, f"{where}, and connector {name}: {found.message}", found.next)
+    if active:
+        return Finding("slot", OK, f"slot {slot} exists and is active")
+    if deployed is None:
+        return Finding("slot", WARN, f"{where} (Kafka Connect could not be asked why): it retains WAL",
+                       f"ecst connectors status {name}")
+    if not deployed.exists:
+        return Finding("slot", WARN, f"{where} and no connector {name} is deployed: it retains WAL",
+                       f"ecst connectors apply -f <file>, or SELECT pg_drop_replication_slot('{slot}') if "
+                       "it is abandoned")
+    state = str((deployed.status.get("connector") or {}).get("state", "UNKNOWN"))
+    if state in ("STOPPED", "PAUSED"):
+        return Finding("slot", WARN, f"{where}: connector {name} is {state}, and the slot retains WAL "
+                       "until it resumes", f"ecst connectors resume {name}")
+    return Finding("slot", WARN, f"{where} while connector {name} is {state}: it is starting or "
+                   "reconnecting, or stuck", f"ecst connectors status {name}")
+
+
 def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role: str | None = None,
-             max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL) -> list[Finding]:
-    """Run every check against the producer database `conn` (read-only)."""
+             max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
+             deployed: Deployment | None = None) -> list[Finding]:
+    """Run every check against the producer database `conn` (read-only); `deployed` is what Kafka
+    Connect says of the connector, for the slot check (None: Connect was not reachable)."""
     config = definition.config
     out: list[Finding] = []
 
@@ -213,6 +267,11 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
     out.append(Finding("heartbeat", OK, f"heartbeats every {heartbeat} ms") if heartbeat > 0 else Finding(
         "heartbeat", WARN, "heartbeats are off: an idle captured table on a busy database pins WAL",
         "set heartbeat.interval.ms (e.g. 10000), and heartbeat.action.query where the tables stay idle"))
+
+    row = conn.execute("SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                       (slot,)).fetchone()
+    out.append(slot_finding(definition.name, slot, None if row is None else bool(row[0]), deployed,
+                            None if row is None else row[1]))
 
     for name, active, retained in conn.execute(
             "SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "

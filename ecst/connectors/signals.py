@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecst.connectors.conditions import check_condition
 from ecst.exceptions import ConfigError, EventError
 
 INCREMENTAL, BLOCKING = "incremental", "blocking"
@@ -22,6 +23,15 @@ INCREMENTAL, BLOCKING = "incremental", "blocking"
 INCREMENTAL_AGGREGATE = "Incremental Snapshot"
 STARTED, IN_PROGRESS, TABLE_SCAN_COMPLETED, COMPLETED, ABORTED = (
     "STARTED", "IN_PROGRESS", "TABLE_SCAN_COMPLETED", "COMPLETED", "ABORTED")
+# A TABLE_SCAN_COMPLETED's `status`: EMPTY is a table (or a filter) with no rows, which is fine.
+SCAN_SUCCEEDED = frozenset({"SUCCEEDED", "EMPTY", ""})
+SCAN_FAILURES = {
+    "SQL_EXCEPTION": "Debezium's query failed in the producer database (a syntax error in the filter, or "
+                     "a table, column or function the connector's role may not use)",
+    "NO_PRIMARY_KEY": "{table} has no primary key, so Debezium cannot read it in key chunks",
+    "UNKNOWN_SCHEMA": "the connector does not capture {table} (table.include.list)",
+    "SKIPPED": "Debezium skipped {table}",
+}
 
 
 def new_signal_id() -> str:
@@ -43,8 +53,8 @@ class SnapshotSignal:
             raise ConfigError(f"snapshot kind {self.kind!r}: expected incremental or blocking")
         if not self.data_collections:
             raise ConfigError("an execute-snapshot signal needs at least one table")
-        if self.condition is not None and not self.condition.strip():
-            raise ConfigError("--where is empty: give an SQL condition such as \"id <= 1000\"")
+        if self.condition is not None:
+            check_condition(self.condition)  # one condition, or a ConfigError
 
     @property
     def type(self) -> str:
@@ -53,7 +63,9 @@ class SnapshotSignal:
     def data(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"data-collections": list(self.data_collections), "type": self.kind}
         if self.condition:
-            doc["additional-conditions"] = [{"data-collection": c, "filter": self.condition}
+            # Debezium pastes the filter after its own key-range condition: parenthesised, an OR in
+            # it cannot widen that range (check_condition keeps the parentheses balanced)
+            doc["additional-conditions"] = [{"data-collection": c, "filter": f"({self.condition.strip()})"}
                                             for c in self.data_collections]
         return doc
 
@@ -128,6 +140,16 @@ class Notification:
     def rows_scanned(self) -> int | None:
         value = self.data.get("total_rows_scanned")
         return int(value) if value and value.isdigit() else None
+
+    def scan_failure(self) -> str | None:
+        """For a TABLE_SCAN_COMPLETED whose status says the table was not read (Debezium's
+        SQL_EXCEPTION, NO_PRIMARY_KEY, UNKNOWN_SCHEMA or SKIPPED): why, in words; else None."""
+        status = self.data.get("status", "")
+        if self.type != TABLE_SCAN_COMPLETED or status in SCAN_SUCCEEDED:
+            return None
+        table = self.data.get("scanned_collection") or self.data.get("data_collection") or "the table"
+        why = SCAN_FAILURES.get(status, "Debezium did not read it")
+        return f"the scan of {table} ended with {status}: {why.format(table=table)}"
 
 
 def parse_notification(raw: bytes | None) -> Notification | None:

@@ -23,7 +23,15 @@ Progress: a replay counts the topic's offsets from its beginning to the end offs
 start, and finishes exactly there, so its bar ends at 100%. It counts offsets, not records: a
 compacted topic has gaps in its offsets, and only reading it would count what compaction left
 (the summary gives the records read). A snapshot mode counts the snapshot rows (op=r) it reads,
-out of the planner's estimate for the table.
+out of the planner's estimate for the table; a filtered backfill's total is unknown until
+Debezium has read it (ecst never runs the condition itself: `ecst.connectors.conditions`).
+
+Failures: before signalling, the connector and every one of its tasks must be RUNNING (Connect
+says RUNNING of a connector whose only task FAILED); while waiting, a task that fails, a snapshot
+Debezium aborts, or a table scan it ends with an error (a filter Postgres refused: its
+notification's status is SQL_EXCEPTION) raise SnapshotFailedError, and the shadow copy is
+discarded: nothing can complete it, and it must not block the next command (e.g. the `fresh`
+rebuild that recovers a lost replication slot).
 
 The bookkeeping (mode, signal id, where the notifications start, progress) is stored with the
 shadow, so running the same command again after a crash resumes; `restart=True` discards it.
@@ -35,23 +43,28 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from ecst.connectors import signals
+from ecst.connectors import health, signals
 from ecst.connectors.client import ConnectClient
+from ecst.connectors.conditions import check_condition
+from ecst.connectors.slots import slot_name
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import SHADOW, ApplyStats, StateStore
-from ecst.exceptions import ConfigError, RebuildError
+from ecst.exceptions import ConfigError, RebuildError, SnapshotFailedError
 
 log = logging.getLogger(__name__)
 
 MODES = ("replay", "incremental", "blocking", "fresh")
 START_TIMEOUT_S = 120.0  # a snapshot the connector has not started by then is reported
+HEALTHY_WAIT_S = 30.0  # for tasks in passing states (UNASSIGNED, RESTARTING) before a signal
+WATCH_EVERY_S = 5.0  # how often the connector's tasks are checked while a rebuild waits
 SAVE_EVERY_S = 1.0
 SNAPSHOT_MODES_FOR_FRESH = {"initial", "always", "when_needed"}
 
@@ -135,13 +148,16 @@ class SnapshotSource:
 
     `producer` opens a connection to the producer database, when one is known: it is needed to
     insert into the signal table (channel `source`) and to drop the slot (mode `fresh`), and is
-    used read-only for a row estimate (EXPLAIN) for the progress bar.
+    used read-only for a row estimate (EXPLAIN of the whole table) for the progress bar.
+    `connect_log` is the Connect worker's log file, when it is readable from here (the local
+    stack's): Postgres's message for a snapshot query that failed is only there.
     """
 
     client: ConnectClient
     connector: str
     channel: str = "auto"
     producer: Callable[[], Any] | None = None
+    connect_log: Path | None = None
 
     def config(self) -> dict[str, str]:
         config = self.client.get_config(self.connector)
@@ -153,6 +169,39 @@ class SnapshotSource:
     def state(self) -> str:
         status = self.client.status(self.connector) or {}
         return str((status.get("connector") or {}).get("state", "UNKNOWN"))
+
+    def _slot(self) -> str | None:
+        return slot_name(self.client.get_config(self.connector) or {})
+
+    def failure(self) -> health.Diagnosis | None:
+        """A FAILED task (or connector), diagnosed with its next step; None otherwise."""
+        status = self.client.status(self.connector)
+        return health.diagnose(self.connector, status, self._slot()) if status is not None else None
+
+    def problem(self, wait_s: float = 0.0) -> str | None:
+        """Why the connector cannot act on a snapshot signal now, with the next step; None when
+        it and every one of its tasks are RUNNING. Passing states (a task UNASSIGNED or
+        RESTARTING) are waited out for up to `wait_s`; a FAILED task is reported at once."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            status = self.client.status(self.connector)
+            if status is None:
+                return f"it does not exist on {self.client.url} (`ecst connectors list`)"
+            found = health.diagnose(self.connector, status, self._slot())
+            if found is not None:
+                return f"{found.message.rstrip('.')}. Next: {found.next}"
+            state = str((status.get("connector") or {}).get("state", "UNKNOWN"))
+            tasks = health.tasks_of(status)
+            if state == "RUNNING" and tasks and all(t.state == "RUNNING" for t in tasks):
+                return None
+            if state in ("PAUSED", "STOPPED"):
+                return (f"it is {state}: `ecst connectors resume {self.connector}`, then run this "
+                        "command again")
+            if time.monotonic() >= deadline:
+                what = ", ".join(f"task {t.id} is {t.state}" for t in tasks) or "it has no tasks"
+                return (f"it is {state} and {what}, not RUNNING (`ecst connectors status "
+                        f"{self.connector}`)")
+            time.sleep(1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,6 +222,8 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
         raise ConfigError(f"a {mode} rebuild needs the connector (--connector) to signal")
     if condition is not None and mode != "incremental":
         raise ConfigError("--where (a filtered backfill) works with the incremental mode only")
+    if condition is not None:
+        condition = check_condition(condition)  # one condition, or refused before anything is done
     started = time.monotonic()
     topics = [m.topic for m in config.topics]
     live = StateStore(state_url)
@@ -198,20 +249,28 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
             # runner reaches past any trailing transaction markers: `until_caught_up`)
             run.consumer.run(until_caught_up=True, on_batch=run.on_batch, until=run.reached)
         elif mode == "incremental":
-            assert channels is not None
-            follower = _Notifications(bootstrap, channels.require_notifications(),
-                                      record["notify_from"], record["signal_id"])
+            assert channels is not None and source is not None
+            follower = _Notifications(bootstrap, channels.require_notifications(), record, source)
             try:
                 run.consumer.run(until=follower.completed, on_batch=run.on_batch)
             finally:
                 follower.close()
             run.consumer.run(until_caught_up=True, on_batch=run.on_batch)  # what was sent before
         else:
+            assert source is not None
             deadline = time.monotonic() + START_TIMEOUT_S
+            watch = _Watch(source, mode)
             run.consumer.run(until_ready=True, on_batch=run.on_batch,
-                             until=lambda: _not_started(run.consumer, topics, deadline, mode))
+                             until=lambda: _not_started(run.consumer, topics, deadline, mode, watch))
         run.finish()
         return _finish(live, shadow, run, started, resumed, topics)
+    except SnapshotFailedError as exc:
+        # nothing can complete this rebuild: its shadow must not block the next command
+        unfinished = shadow.rebuild_record() is not None or bool(shadow.tables())
+        shadow.discard()
+        if unfinished and "discarded" not in str(exc):
+            raise SnapshotFailedError(f"{exc}; the unfinished rebuild was discarded") from exc
+        raise
     finally:
         live.close()
         shadow.close()
@@ -264,14 +323,15 @@ def _replay_range(bootstrap: str, topics: list[str]) -> dict[str, Any]:
             "rows_expected": sum(end - begins[tp] for tp, end in ends.items()), "unit": "offsets"}
 
 
-def _estimate(source: SnapshotSource | None, tables: list[str], condition: str | None) -> int:
+def _estimate(source: SnapshotSource | None, tables: list[str]) -> int:
+    """The planner's estimate of the tables' rows (a progress total; 0: unknown)."""
     if source is None or source.producer is None:
         return 0
     from ecst.verify import estimate_rows
 
     try:
         with source.producer() as conn:
-            return sum(estimate_rows(conn, t, condition) for t in tables)
+            return sum(estimate_rows(conn, t) for t in tables)
     except Exception as exc:  # an estimate only: the rebuild does not depend on it
         log.warning("no row estimate from the producer database (%s)", exc)
         return 0
@@ -289,7 +349,8 @@ def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[st
     assert source is not None and channels is not None
     record["connector"] = source.connector
     record["tables"] = [signals.data_collection(t, channels.prefix) for t in topics]
-    record["rows_expected"] = _estimate(source, record["tables"], condition)
+    # a filtered backfill's total is unknown: ecst never runs the condition (not even in EXPLAIN)
+    record["rows_expected"] = 0 if condition else _estimate(source, record["tables"])
     record["unit"] = "rows"
     if mode == "incremental":
         ntopic = channels.require_notifications()
@@ -308,6 +369,11 @@ def _check(mode: str, source: SnapshotSource, channels: signals.Channels) -> Non
             and source.producer is None:
         raise ConfigError("the signal-table channel needs the producer database: pass "
                           "--producer-url, or use --channel kafka")
+    if mode in ("incremental", "blocking"):  # `fresh` is what recovers a failed connector
+        problem = source.problem(wait_s=HEALTHY_WAIT_S)
+        if problem is not None:
+            raise SnapshotFailedError(f"connector {source.connector!r} cannot take the {mode} snapshot, so "
+                                      f"nothing was sent: {problem}")
 
 
 def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
@@ -319,9 +385,10 @@ def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
     if mode == "fresh":
         _reset_connector(source, config)
         return
-    if source.state() != "RUNNING":
-        raise RebuildError(f"connector {source.connector!r} is {source.state()}, not RUNNING: it cannot "
-                           "take a snapshot signal (`ecst connectors status`)")
+    problem = source.problem()
+    if problem is not None:
+        raise SnapshotFailedError(f"connector {source.connector!r} cannot take the {mode} snapshot, so "
+                                  f"nothing was sent: {problem}")
     signal = signals.SnapshotSignal(record["signal_id"], tuple(record["tables"]), mode,
                                     record.get("condition"))
     channel = channels.choose(source.channel)
@@ -456,8 +523,31 @@ def _snapshot_rows_only(event: ChangeEvent) -> bool:
     return event.op == "r" and event.snapshot == "incremental"
 
 
-def _not_started(consumer: Consumer, topics: list[str], deadline: float, mode: str) -> bool:
-    """For `until=`: never stops the run, but fails it when no snapshot began in time."""
+class _Watch:
+    """Checks the connector's tasks every WATCH_EVERY_S while a rebuild waits for its snapshot:
+    a FAILED task will not deliver it."""
+
+    def __init__(self, source: SnapshotSource, mode: str) -> None:
+        self.source, self.mode = source, mode
+        self.next = time.monotonic() + WATCH_EVERY_S
+
+    def __call__(self) -> None:
+        if time.monotonic() < self.next:
+            return
+        self.next = time.monotonic() + WATCH_EVERY_S
+        found = self.source.failure()
+        if found is not None:
+            raise SnapshotFailedError(f"connector {self.source.connector!r} failed during the {self.mode} "
+                                      "snapshot, so the rebuild was discarded (the live state is untouched): "
+                                      f"{found.message.rstrip('.')}. Next: {found.next}")
+
+
+def _not_started(consumer: Consumer, topics: list[str], deadline: float, mode: str,
+                 watch: _Watch | None = None) -> bool:
+    """For `until=`: never stops the run, but fails it when no snapshot began in time, or when
+    the connector failed."""
+    if watch is not None:
+        watch()
     if time.monotonic() > deadline and not any(t in consumer.snapshots for t in topics):
         raise RebuildError(f"no {mode} snapshot started within {START_TIMEOUT_S:.0f} s: check the "
                            "connector (`ecst connectors status`); re-running the same command "
@@ -466,16 +556,21 @@ def _not_started(consumer: Consumer, topics: list[str], deadline: float, mode: s
 
 
 class _Notifications:
-    """Follows the notification topic for one incremental snapshot (by signal id)."""
+    """Follows the notification topic for one incremental snapshot (by signal id), and the
+    connector's tasks meanwhile."""
 
-    def __init__(self, bootstrap: str, topic: str, start: dict[str, int], signal_id: str) -> None:
-        self.signal_id = signal_id
+    def __init__(self, bootstrap: str, topic: str, record: dict[str, Any], source: SnapshotSource) -> None:
+        self.signal_id = record["signal_id"]
+        self.condition = record.get("condition")
+        self.tables = list(record.get("tables", []))
+        self.source = source
+        self.watch = _Watch(source, "incremental")
         self.topic = topic
         self.deadline = time.monotonic() + START_TIMEOUT_S
         self.started = False
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
                                       auto_offset_reset="earliest")
-        self.start = {int(p): o for p, o in start.items()}
+        self.start = {int(p): o for p, o in record["notify_from"].items()}
         self.assigned = False
 
     def _assign(self) -> None:
@@ -500,17 +595,38 @@ class _Notifications:
                         continue
                     self.started = True
                     log.info("incremental snapshot %s: %s %s", n.id, n.type, n.data)
+                    failure = n.scan_failure()
+                    if failure is not None:
+                        raise SnapshotFailedError(self._rejected(n, failure))
                     if n.type == signals.ABORTED:
-                        raise RebuildError(f"Debezium aborted incremental snapshot {n.id}: see the "
-                                           "connector's log; re-run with --restart to start over")
+                        raise SnapshotFailedError(f"Debezium aborted incremental snapshot {n.id} (a "
+                                                  "stop-snapshot signal, or see the connector's log); "
+                                                  f"{self._nothing()}, run the command again")
                     if n.type == signals.COMPLETED:
                         return True
+        self.watch()
         if not self.started and time.monotonic() > self.deadline:
             raise RebuildError(f"the connector did not start snapshot {self.signal_id} within "
                                f"{START_TIMEOUT_S:.0f} s: is it RUNNING, and does it watch the signal "
                                "channel? (`ecst connectors status`, `ecst connectors doctor`); re-running "
                                "the same command resumes waiting")
         return False
+
+    def _nothing(self) -> str:
+        done = "nothing was merged" if self.condition else "nothing was swapped in"
+        return f"{done} and the rebuild was discarded (the live state is untouched)"
+
+    def _rejected(self, n: signals.Notification, failure: str) -> str:
+        """The error for a table scan Debezium ended without reading the table."""
+        detail = ""
+        if n.data.get("status") == "SQL_EXCEPTION":
+            found = None
+            if self.source.connect_log is not None:
+                found = health.postgres_error_in_log(self.source.connect_log, self.tables)
+            detail = f" (Postgres: {found})" if found else " (Postgres's message is in Kafka Connect's log)"
+        fix = (f"correct --where {self.condition!r} and run the command again" if self.condition
+               else "fix the cause, then run the command again")
+        return f"Debezium rejected incremental snapshot {n.id}: {failure}{detail}; {self._nothing()}; {fix}"
 
     def close(self) -> None:
         self.consumer.close()

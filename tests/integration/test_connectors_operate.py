@@ -133,3 +133,33 @@ def test_a_task_that_fails_prints_its_trace_and_exits_1(capture, tmp_path):
     first, *trace = r.stderr.splitlines()
     assert first.startswith(f"Error: connector {capture.definition.name}") and "FAILED" in first
     assert trace and any("publication" in line.lower() for line in trace), r.stderr
+
+
+def test_a_failed_task_is_fixed_by_applying_the_corrected_config(capture, tmp_path):
+    # the runbook's "Connector task failed" with a fix in the YAML: a transform that cannot handle
+    # the records fails the task at the first change; applying the corrected file must end RUNNING
+    # (Connect reports the old task's FAILED for a moment after the update: not a new failure)
+    import time
+
+    capture.create(rows=10)
+    capture.apply()
+    name, url = capture.definition.name, ["--connect-url", capture.client.url]
+    cast = "org.apache.kafka.connect.transforms.Cast$Value"  # "c", "u"… are no numbers
+    broken = {**capture.doc, "config": {**capture.doc["config"], "transforms": "op",
+                                        "transforms.op.type": cast, "transforms.op.spec": "op:int32"}}
+    applied = ecst("connectors", "apply", "-f", str(write(tmp_path / "broken.yaml", broken)), *url)
+    assert applied.returncode == 0, applied.stderr
+    capture.conn.execute(f"UPDATE {capture.table} SET full_name = full_name || '!'")
+    deadline = time.monotonic() + 60
+    while [t["state"] for t in capture.client.status(name)["tasks"]] != ["FAILED"]:
+        assert time.monotonic() < deadline, "the transform did not fail the task"
+        time.sleep(0.5)
+    status = ecst("connectors", "status", name, *url).stdout.splitlines()
+    assert status[1].startswith("  task 0 FAILED on ") and 'For input string: "u"' in status[1], status
+    assert status[-1].startswith("  next: fix the cause")
+    assert f"ecst connectors restart {name} --failed-only" in status[-1]
+    fixed = ecst("connectors", "apply", "-f", str(write(tmp_path / "c.yaml", capture.doc)), *url)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout == f"connector/{name} updated\n"
+    status = capture.client.status(name)
+    assert [t["state"] for t in status["tasks"]] == ["RUNNING"]

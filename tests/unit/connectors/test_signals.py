@@ -25,10 +25,11 @@ CONFIG = {
 
 
 def test_an_incremental_signal_with_a_filter_is_debeziums_execute_snapshot():
-    s = SnapshotSignal("ecst-1", ("public.users",), "incremental", "id <= 10")
+    s = SnapshotSignal("ecst-1", ("public.users",), "incremental", "id <= 10 OR id = 99")
     assert s.type == "execute-snapshot"
-    assert s.data() == {"data-collections": ["public.users"], "type": "incremental",
-                        "additional-conditions": [{"data-collection": "public.users", "filter": "id <= 10"}]}
+    # parenthesised: Debezium appends the filter to its key-range condition with AND
+    assert s.data() == {"data-collections": ["public.users"], "type": "incremental", "additional-conditions":
+                        [{"data-collection": "public.users", "filter": "(id <= 10 OR id = 99)"}]}
     # the Kafka channel takes the id from the value; without it Debezium cannot report on it
     assert json.loads(s.kafka_value()) == {"id": "ecst-1", "type": "execute-snapshot", "data": s.data()}
 
@@ -40,6 +41,8 @@ def test_a_blocking_signal_has_no_filter_and_bad_signals_are_refused():
         SnapshotSignal("x", ("public.users",), "initial")
     with pytest.raises(ConfigError, match="--where is empty"):
         SnapshotSignal("x", ("public.users",), "incremental", "  ")
+    with pytest.raises(ConfigError, match="one SQL condition"):  # the lexical check (test_conditions)
+        SnapshotSignal("x", ("public.users",), "incremental", "1=1; DROP TABLE users")
     with pytest.raises(ConfigError, match="at least one table"):
         SnapshotSignal("x", (), "incremental")
 
@@ -87,3 +90,25 @@ def test_notifications_parse_with_or_without_the_embedded_schema():
         parse_notification(b'{"payload": {"op": "c"}, "schema": {}}')
     with pytest.raises(EventError, match="not JSON"):
         parse_notification(b"{")
+
+
+def scan(status, collection="public.users"):
+    return parse_notification(json.dumps({
+        "id": "ecst-1", "aggregate_type": "Incremental Snapshot", "type": "TABLE_SCAN_COMPLETED",
+        "additional_data": {"scanned_collection": collection, "total_rows_scanned": "0", "status": status},
+        "timestamp": "1"}).encode())
+
+
+def test_a_table_scan_debezium_ended_without_reading_the_table_is_a_failure():
+    # as Debezium 3.6 reported a filter Postgres refused (a syntax error, permission denied)
+    assert scan("SQL_EXCEPTION").scan_failure() == (
+        "the scan of public.users ended with SQL_EXCEPTION: Debezium's query failed in the producer "
+        "database (a syntax error in the filter, or a table, column or function the connector's role "
+        "may not use)")
+    assert "has no primary key" in scan("NO_PRIMARY_KEY").scan_failure()
+    assert "table.include.list" in scan("UNKNOWN_SCHEMA").scan_failure()
+    # a filter that matches nothing (EMPTY) is a success, and other notifications are no scans
+    assert scan("SUCCEEDED").scan_failure() is None and scan("EMPTY").scan_failure() is None
+    completed = parse_notification(json.dumps({"id": "ecst-1", "aggregate_type": "Incremental Snapshot",
+                                               "type": "COMPLETED", "additional_data": {}}).encode())
+    assert completed.scan_failure() is None

@@ -183,3 +183,44 @@ def test_a_connector_without_notifications_is_refused_before_anything_is_recorde
         rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"),
                 condition="id < 3")
     assert StateStore(url, namespace=SHADOW).rebuild_record() is None
+
+
+class FailedConnect(FakeConnect):
+    """A connector RUNNING whose only task FAILED (Connect reports it so)."""
+
+    def status(self, name):
+        return {"connector": {"state": "RUNNING"}, "tasks": [{"id": 0, "state": "FAILED", "trace":
+                "io.debezium.DebeziumException: … but this is no longer available on the server.\n\tat x"}]}
+
+
+def test_a_failed_task_refuses_a_snapshot_rebuild_at_once_and_leaves_nothing_that_blocks_fresh(url):
+    from ecst.consumer.rebuild import SnapshotSource, rebuild
+    from ecst.exceptions import SnapshotFailedError
+
+    client = FailedConnect({"topic.prefix": "producer", "signal.kafka.topic": "producer.signals",
+                            "signal.enabled.channels": "kafka", "notification.enabled.channels": "sink",
+                            "notification.sink.topic.name": "producer.notifications"})
+    config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
+    with pytest.raises(SnapshotFailedError, match="task 0 is FAILED.*ecst rebootstrap fresh") as exc:
+        rebuild("incremental", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"))
+    assert "so nothing was sent" in str(exc.value)
+    shadow = StateStore(url, namespace=SHADOW)
+    assert shadow.rebuild_record() is None
+    # an unfinished rebuild (say, killed) waiting on that connector is discarded, not resumed
+    shadow.begin_rebuild({(TOPIC, 0): 7}, {"mode": "blocking", "condition": None, "phase": "snapshotting",
+                                           "started_at": time.time(), "rows_applied": 3, "rows_expected": 9})
+    with pytest.raises(SnapshotFailedError, match="the unfinished rebuild was discarded"):
+        rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"))
+    assert shadow.rebuild_record() is None and shadow.stored_offsets() == {}
+    shadow.close()
+
+
+def test_a_where_that_is_not_one_condition_is_refused_before_anything_is_recorded(url):
+    from ecst.consumer.rebuild import SnapshotSource, rebuild
+    from ecst.exceptions import ConfigError
+
+    config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
+    source = SnapshotSource(FakeConnect({"topic.prefix": "producer"}), "users")
+    with pytest.raises(ConfigError, match="must be one SQL condition"):
+        rebuild("incremental", url, config, "127.0.0.1:1", source=source, condition="1=1; DROP TABLE users")
+    assert StateStore(url, namespace=SHADOW).rebuild_record() is None
