@@ -209,8 +209,19 @@ def test_security_no_superuser_no_leaked_password_loopback_only(pipeline, outcom
     assert listeners and all(ipaddress.ip_address(a).is_loopback for _, a in listeners), listeners
     assert {pid for pid, _ in listeners} >= {local.postgres.pid, local.kafka.pid, local.connect.pid,
                                               p.consumer.proc.pid}
+    # a filter that tries to escape into SQL of its own is refused, and the table is intact
+    env = {"ECST_CONNECT_URL": p.stack.connect_url, "ECST_BOOTSTRAP_SERVERS": p.stack.bootstrap}
+    for where in (f'1=1; COMMIT; DROP TABLE "{p.capture.table}"', "id > 0) OR (pg_sleep(30) IS NULL",
+                  "1=1 -- comment"):
+        refused = ecst("rebootstrap", "incremental", "--state-url", p.state_url, "--topic", p.capture.topic,
+                       "--connector", p.capture.definition.name, "--where", where, env=env)
+        with (logs / f"where-{p.capture.uid}.log").open("a") as log:
+            log.write(refused.stdout + refused.stderr)
+        assert refused.returncode == 1 and refused.stderr.startswith("Error: "), refused.stderr
+    with stack.producer_conn() as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{p.capture.table}"').fetchone()[0] > 0
     p.fault("consumer kill -9", lambda: kill_consumer(p))
-    outcome = p.settle(Outcome("security: roles, listeners, secrets"))
+    outcome = p.settle(Outcome("security: roles, listeners, secrets, --where"))
     p.consumer.stop()
     # no password in anything the run produced: the suite's logs and CLI outputs, the stack's
     # logs (Postgres, Kafka, Connect, Maven)
@@ -221,5 +232,34 @@ def test_security_no_superuser_no_leaked_password_loopback_only(pipeline, outcom
     leaks = [str(f) for f in produced if any(s.encode() in f.read_bytes() for s in secrets)]
     assert len(produced) >= 5 and leaks == [], leaks
     outcome.detail = (f"{len(listeners)} listeners, all loopback; {len(produced)} files searched for the "
-                      "passwords, none found; the connector role is not a superuser")
+                      "passwords, none found; the connector role is not a superuser; 3 `--where` "
+                      "injection attempts refused, the table intact")
     check(outcome, outcomes)
+
+
+def test_replication_slot_lost_and_recovered_by_the_runbook(pipeline, outcomes, logs):
+    # docs/runbook.md, "Replication slot lost": the slot is dropped while the connector is
+    # stopped and the producer keeps writing; the runbook's diagnosis, then `rebootstrap fresh`,
+    # with the consumer service running throughout.
+    p = pipeline().start()
+    p.ready()
+    name, slot = p.capture.definition.name, p.capture.definition.config["slot.name"]
+    env = {"ECST_CONNECT_URL": p.stack.connect_url, "ECST_BOOTSTRAP_SERVERS": p.stack.bootstrap}
+
+    def lose_the_slot():
+        p.capture.client.stop(name)
+        with p.stack.producer_conn() as conn:
+            wait_until(lambda: conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                            "pg_replication_slots WHERE slot_name = %s AND NOT active",
+                                            (slot,)).fetchone(), 60, f"slot {slot} to be dropped")
+        p.capture.client.resume(name)
+
+    p.fault("replication slot dropped", lose_the_slot)
+    status = wait_until(lambda: (r := ecst("connectors", "status", name, env=env)).stdout.count(
+        "does not exist") and r, 120, "the lost slot in `connectors status`")
+    fresh = ecst("rebootstrap", "fresh", "--state-url", p.state_url, "--topic", p.capture.topic,
+                 "--group", f"svc-{p.capture.uid}", "--connector", name, env=env, timeout=600)
+    (logs / f"slot-lost-{p.capture.uid}.log").write_text(status.stdout + fresh.stdout + fresh.stderr)
+    assert "next: " in status.stdout and "ecst rebootstrap fresh" in status.stdout, status.stdout
+    assert fresh.returncode == 0 and "fresh rebuild finished" in fresh.stdout, fresh.stdout + fresh.stderr
+    check(p.settle(Outcome("replication slot lost, recovered by the runbook")), outcomes)
