@@ -263,3 +263,52 @@ def test_replication_slot_lost_and_recovered_by_the_runbook(pipeline, outcomes, 
     assert "next: " in status.stdout and "ecst rebootstrap fresh" in status.stdout, status.stdout
     assert fresh.returncode == 0 and "fresh rebuild finished" in fresh.stdout, fresh.stdout + fresh.stderr
     check(p.settle(Outcome("replication slot lost, recovered by the runbook")), outcomes)
+
+
+def test_change_topic_deleted_and_recovered_by_the_runbook(pipeline, outcomes, logs, stack):
+    # docs/runbook.md, "Change topic deleted": someone deletes the topic while the connector and
+    # the consumer service run; the runbook's `rebootstrap fresh` rebuilds it from a new snapshot.
+    from ecst.demo import delete_topics
+
+    p = pipeline().start()
+    p.ready()
+    name = p.capture.definition.name
+    env = {"ECST_CONNECT_URL": p.stack.connect_url, "ECST_BOOTSTRAP_SERVERS": p.stack.bootstrap}
+    p.fault("change topic deleted", lambda: delete_topics(stack.bootstrap, [p.capture.topic]))
+    time.sleep(5)  # writes go on meanwhile: Debezium cannot deliver them
+    fresh = ecst("rebootstrap", "fresh", "--state-url", p.state_url, "--topic", p.capture.topic,
+                 "--group", f"svc-{p.capture.uid}", "--connector", name, env=env, timeout=600)
+    (logs / f"topic-deleted-{p.capture.uid}.log").write_text(fresh.stdout + fresh.stderr)
+    assert fresh.returncode == 0 and "fresh rebuild finished" in fresh.stdout, fresh.stdout + fresh.stderr
+    check(p.settle(Outcome("change topic deleted, recovered by the runbook")), outcomes)
+
+
+def test_wal_growing_behind_a_stopped_connector(pipeline, outcomes, logs):
+    # docs/runbook.md, "WAL growing": a stopped connector's slot pins WAL while the producer
+    # writes; status and doctor show it; resuming the connector releases it.
+    p = pipeline().start()
+    p.ready()
+    name = p.capture.definition.name
+    env = {"ECST_CONNECT_URL": p.stack.connect_url}
+    definition = write(logs / f"connector-{p.capture.uid}.yaml", p.capture.doc)
+
+    def retained():
+        out = ecst("connectors", "status", name, env=env).stdout
+        if "retains " not in out:
+            return None
+        return int(out.split("retains ")[1].split(" bytes")[0].replace(",", ""))
+
+    p.fault("connector stopped", lambda: p.capture.client.stop(name))
+    first = wait_until(retained, 60, "the slot's retained WAL")
+    grown = wait_until(lambda: (r := retained()) and r > first + 1_000_000 and r, 180,
+                       "the stopped connector's slot to retain more WAL")
+    doctor = ecst("connectors", "doctor", "-f", str(definition), "--max-retained-wal", str(first), env=env)
+    (logs / f"wal-{p.capture.uid}.log").write_text(doctor.stdout + doctor.stderr)
+    assert doctor.returncode == 1 and "is INACTIVE and retains" in doctor.stdout, doctor.stdout
+    assert p.capture.client.status(name)["connector"]["state"] == "STOPPED"
+    resumed = ecst("connectors", "resume", name, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: (r := retained()) is not None and r < grown, 180, "the slot to release WAL")
+    outcome = p.settle(Outcome("WAL growing behind a stopped connector"))
+    outcome.detail = f"retained WAL grew from {first:,} to {grown:,} bytes while stopped, then shrank"
+    check(outcome, outcomes)
