@@ -3,9 +3,9 @@ waits one out (capped backoff, reported on /readyz and /metrics) instead of givi
 
 A transaction that fails advances nothing (the offsets are written with the rows), so waiting is
 always safe: when the store answers again, the consumer seeks to the offsets it holds and goes on.
-An error that waiting cannot fix (a wrong password, a database that does not exist, a bad
-statement) is not an outage: it is raised as StateStoreError when it concerns the database as a whole, and as
-it is (to be blamed on a batch, a record) otherwise.
+An error that waiting cannot fix is not an outage: one that concerns the database as a whole (a
+wrong password, a database that does not exist, a corrupted file) becomes a StateStoreError, and
+an error in a statement is raised as it is (a batch or a record is to blame).
 """
 
 from __future__ import annotations
