@@ -12,6 +12,7 @@
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
     ├── EventError              a change event cannot be decoded or applied
     ├── StateStoreError         the state database cannot be used as a state store
+    │   └── StateStoreUnavailableError  it cannot be reached right now (an outage: waited out)
     └── RebuildError            a re-bootstrap cannot start or go on (the shadow copy is kept)
         └── SnapshotFailedError     the connector cannot take the snapshot (a task FAILED), or
                                     Debezium rejected it (the shadow copy is discarded)
@@ -73,6 +74,11 @@ class EventError(EcstError):
 
 class StateStoreError(EcstError):
     """The state database cannot be used (unsupported dialect, incompatible table)."""
+
+
+class StateStoreUnavailableError(StateStoreError):
+    """The state database cannot be reached right now (connection refused or lost, database not
+    accepting connections, locked): an outage the consumer waits out, not a mistake to fix."""
 
 
 class RebuildError(EcstError):

@@ -3,6 +3,7 @@
     kafka:
       bootstrap_servers: ${ECST_BOOTSTRAP_SERVERS:-127.0.0.1:19092}
       group_id: users-service
+      group_instance_id: users-0   # static membership (default: <hostname>-<group_id>; "" for none)
     state:
       url: sqlite:///users-state.db
     topics:
@@ -19,13 +20,16 @@
     http: {host: 127.0.0.1, port: 8080}
 
 `${VAR}` / `${VAR:-default}` are read from the environment. Every key is checked when the file
-is loaded; a mistake names the file and the key.
+is loaded; a mistake names the file and the key (the CLI checks its options the same way).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,10 @@ from ecst.yamlfile import read_yaml
 
 READINESS = ("snapshot", "caught-up", "always")
 DEFAULT_TOPIC = "producer.public.users"  # what connectors/users.yaml writes
+# A batch is held in memory and written in one transaction: beyond this, memory grows and a
+# rejected batch redoes more work for no gain (the per-batch overhead is already amortised).
+MAX_BATCH_SIZE = 100_000
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's rule for group.instance.id
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class ConsumerConfig:
     topics: tuple[TopicMapping, ...] = (TopicMapping(DEFAULT_TOPIC),)
     bootstrap_servers: str | None = None
     group_id: str = "ecst-consumer"
+    # Kafka static membership (KIP-345): None lets `ecst consume` derive one (default_instance_id),
+    # "" means a dynamic member. The library's Consumer joins as a dynamic member unless set.
+    group_instance_id: str | None = None
     state_url: Secret = field(default_factory=lambda: Secret("sqlite:///ecst-state.db"))
     batch_size: int = 2000
     dead_letter_topic: str | None = None
@@ -85,6 +96,62 @@ class ConsumerConfig:
 
     def with_(self, **changes: Any) -> ConsumerConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def check_batch_size(value: Any, name: str) -> int:
+    """A batch size from 1 to MAX_BATCH_SIZE, else a ConfigError naming `name` (a key or an option)."""
+    if not _is_int(value) or not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"{name}: {value!r} is not a batch size: use a whole number of records from 1 to "
+                          f"{MAX_BATCH_SIZE} (each batch is held in memory and applied in one transaction)")
+    return value
+
+
+def check_port(value: Any, name: str) -> int:
+    """A TCP port from 1 to 65535, else a ConfigError naming `name`."""
+    if not _is_int(value) or not 1 <= value <= 65535:
+        raise ConfigError(f"{name}: {value!r} is not a TCP port: use a number from 1 to 65535")
+    return value
+
+
+def check_retention(value: Any, name: str) -> float:
+    """A finite number of hours >= 0, else a ConfigError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        raise ConfigError(f"{name}: {value!r} is not a retention: use a number of hours >= 0 (delete "
+                          "tombstones younger than this are kept; cover the longest replay you run)")
+    return value
+
+
+def check_instance_id(value: Any, name: str) -> str:
+    """A Kafka group instance id (letters, digits, '.', '_', '-'; at most 249), or "" for none."""
+    if not isinstance(value, str) or (value and (not _INSTANCE_ID.fullmatch(value)
+                                                 or value in (".", ".."))):
+        raise ConfigError(f"{name}: {value!r} is not a group instance id: use up to 249 letters, digits, "
+                          "'.', '_' or '-', unique to each consumer process of the group (\"\" for a "
+                          "dynamic member)")
+    return value
+
+
+def default_instance_id(group_id: str, hostname: str | None = None) -> str:
+    """`<hostname>-<group_id>` in the characters Kafka allows: stable across restarts of a
+    service on one host (or a StatefulSet's pod), distinct between hosts."""
+    raw = f"{hostname or socket.gethostname()}-{group_id}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:249]
+
+
+def check_config(config: ConsumerConfig) -> ConsumerConfig:
+    """Check the numbers and ids of a config built in Python (named by their YAML keys)."""
+    check_batch_size(config.batch_size, "batch_size")
+    check_retention(config.tombstone_retention_hours, "tombstone_retention_hours")
+    if config.http_port is not None:
+        check_port(config.http_port, "http.port")
+    if config.group_instance_id is not None:
+        check_instance_id(config.group_instance_id, "kafka.group_instance_id")
+    return config
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def map_event(event: ChangeEvent, mapping: TopicMapping) -> ChangeEvent:
@@ -168,7 +235,8 @@ _TOP = {"kafka", "state", "topics", "dead_letter_topic", "fail_fast", "batch_siz
 
 
 def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kinds):
         raise ConfigError(f"{where}: expected {what}, got {value!r}")
     return value
 
@@ -208,7 +276,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
         doc = _interp(doc, environ, where)
     except DefinitionError as exc:
         raise ConfigError(str(exc)) from exc
-    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id"}, where)
+    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id", "group_instance_id"}, where)
     state = _section(doc, "state", {"url"}, where)
     http = _section(doc, "http", {"host", "port"}, where)
     out: dict[str, Any] = {}
@@ -217,6 +285,10 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
                                            kafka["bootstrap_servers"], str, "host:port[,host:port]")
     if "group_id" in kafka:
         out["group_id"] = _expect(f"{where}: kafka.group_id", kafka["group_id"], str, "a string")
+    if "group_instance_id" in kafka:
+        value = kafka["group_instance_id"]
+        out["group_instance_id"] = check_instance_id("" if value is None else value,
+                                                     f"{where}: kafka.group_instance_id")
     if "url" in state:
         out["state_url"] = Secret(_expect(f"{where}: state.url", state["url"], str, "a SQLAlchemy URL"))
     if "topics" in doc:
@@ -227,9 +299,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     for key, kind, what, name in (
         ("dead_letter_topic", (str, type(None)), "a topic name or null", "dead_letter_topic"),
         ("fail_fast", bool, "true or false", "fail_fast"),
-        ("batch_size", int, "a positive integer", "batch_size"),
         ("unavailable_value_placeholder", str, "a string", "placeholder"),
-        ("tombstone_retention_hours", (int, float), "a number of hours", "tombstone_retention_hours"),
         ("readiness", str, f"one of {', '.join(READINESS)}", "readiness"),
     ):
         if key in doc:
@@ -237,12 +307,15 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     if out.get("readiness", "snapshot") not in READINESS:
         raise ConfigError(f"{where}: readiness: expected one of {', '.join(READINESS)}, "
                           f"got {out['readiness']!r}")
-    if out.get("batch_size", 1) < 1:
-        raise ConfigError(f"{where}: batch_size: expected a positive integer")
+    if "batch_size" in doc:
+        out["batch_size"] = check_batch_size(doc["batch_size"], f"{where}: batch_size")
+    if "tombstone_retention_hours" in doc:
+        out["tombstone_retention_hours"] = check_retention(doc["tombstone_retention_hours"],
+                                                           f"{where}: tombstone_retention_hours")
     if "host" in http:
         out["http_host"] = _expect(f"{where}: http.host", http["host"], str, "a host")
-    if "port" in http:
-        out["http_port"] = _expect(f"{where}: http.port", http["port"], (int, type(None)), "a port")
+    if http.get("port") is not None:
+        out["http_port"] = check_port(http["port"], f"{where}: http.port")
     return ConsumerConfig(**out)
 
 

@@ -13,7 +13,9 @@ class StatusServer:
     """Serves liveness (the poll loop is turning), readiness and metrics."""
 
     def __init__(self, host: str, port: int, *, healthy: Callable[[], bool],
-                 ready: Callable[[], bool], metrics: Metrics) -> None:
+                 not_ready: Callable[[], str | None], metrics: Metrics) -> None:
+        """`not_ready()` says why the service is not ready, or None when it is; binding the
+        address may raise OSError (in use, not allowed)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -22,8 +24,8 @@ class StatusServer:
                     ok = outer.healthy()
                     self._send(200 if ok else 503, "ok\n" if ok else "consumer loop stalled\n")
                 elif self.path == "/readyz":
-                    ok = outer.ready()
-                    self._send(200 if ok else 503, "ready\n" if ok else "not ready: snapshot not applied\n")
+                    why = outer.not_ready()
+                    self._send(503 if why else 200, f"not ready: {why}\n" if why else "ready\n")
                 elif self.path == "/metrics":
                     self._send(200, outer.metrics.render(), "text/plain; version=0.0.4")
                 else:
@@ -41,7 +43,7 @@ class StatusServer:
                 pass
 
         self.healthy = healthy
-        self.ready = ready
+        self.not_ready = not_ready
         self.metrics = metrics
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]

@@ -22,13 +22,20 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from ecst.consumer.config import ConsumerConfig, TopicMapping, check_mapping, map_event
+from ecst.consumer.config import (
+    ConsumerConfig,
+    TopicMapping,
+    check_config,
+    check_mapping,
+    map_event,
+)
 from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
 from ecst.consumer.metrics import Metrics
+from ecst.consumer.outage import StoreHealth, wait_for_store
 from ecst.consumer.snapshots import MARKERS, snapshot_transitions
 from ecst.consumer.store import (
     SNAPSHOT_COMPLETE,
@@ -38,15 +45,21 @@ from ecst.consumer.store import (
     StaleStateError,
     StateStore,
 )
-from ecst.exceptions import EventError, StackError, StateStoreError
+from ecst.exceptions import (
+    ConfigError,
+    EventError,
+    StackError,
+    StateStoreError,
+    StateStoreUnavailableError,
+)
 from ecst.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
 REBUILD_CHECK_S = 5.0  # how often the loop looks for a rebuild's progress (for /metrics)
-TRANSIENT_RETRIES = 5
 DLQ_MAX_BYTES = 16 * 1024 * 1024  # the dead-letter topic's max.message.bytes and the producer's
 DLQ_MAX_VALUE = DLQ_MAX_BYTES - 1024 * 1024  # a larger value is dropped (its headers name it)
+MEMBERSHIP_CHECK_S = 10.0  # an idle static member commits this often, to learn it was fenced
 PEEK_RECORDS = 50  # per partition: the latest records a mapping is checked against
 
 
@@ -98,24 +111,34 @@ def _latest_records(reader: KafkaConsumer, topic: str, timeout_s: float) -> list
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
     """On assignment, position every partition at the offset the state store holds."""
 
-    def __init__(self, consumer: KafkaConsumer, store: StateStore) -> None:
+    def __init__(self, consumer: KafkaConsumer, store: StateStore, health: StoreHealth) -> None:
         self.consumer = consumer
         self.store = store
+        self.health = health
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Batches are applied between polls, so nothing is in flight when this runs.
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # While the store is away its offsets are unknown: the partitions stay paused (the
+        # consumer keeps its place in the group) and are positioned when the store is back.
+        if not self.health.up:
+            self.consumer.pause(*assigned)
+            return
         try:
             self.seek_all(assigned)
+        except StateStoreUnavailableError as exc:
+            self.consumer.pause(*assigned)
+            self.health.lost(exc)
         except Exception:
             log.exception("could not seek to the stored offsets on assignment")
             raise
 
-    def seek_all(self, assigned: list[TopicPartition]) -> None:
+    def seek_all(self, assigned: list[TopicPartition],
+                 stored: dict[tuple[str, int], int] | None = None) -> None:
         """Position each partition at the stored offset (the beginning if none)."""
-        stored = self.store.stored_offsets()
+        stored = self.store.stored_offsets() if stored is None else stored
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
@@ -171,11 +194,12 @@ class Consumer:
         accept: Callable[[ChangeEvent], bool] | None = None,
         cold_start_completes: bool = True,
         mappings_checked: bool = False,
+        health: StoreHealth | None = None,
     ) -> None:
         config = config or ConsumerConfig()
         if topics:
             config = config.with_(topics=tuple(config.mapping(t) for t in topics))
-        self.config = config.with_(group_id=group_id, batch_size=batch_size)
+        self.config = check_config(config.with_(group_id=group_id, batch_size=batch_size))
         self.store = store
         self.topics = [m.topic for m in self.config.topics]
         self.mappings: dict[str, TopicMapping] = {m.topic: m for m in self.config.topics}
@@ -183,6 +207,7 @@ class Consumer:
         self.poll_timeout_ms = poll_timeout_ms
         self.client_id = client_id
         self.metrics = metrics or Metrics()
+        self.health = health or StoreHealth(self.metrics)  # is the state store answering?
         self.stats = RunStats()
         self.last_loop = time.monotonic()
         self._producer: KafkaProducer | None = None
@@ -195,6 +220,8 @@ class Consumer:
         self._rebuild_checked = 0.0
         self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
         self._source_tables: dict[str, str] = {}  # topic -> source table of its latest change event
+        self._cold: list[str] = []  # topics started without stored offsets, not decided yet
+        self._last_commit = time.monotonic()  # of offsets to Kafka
 
     # -- Kafka plumbing -------------------------------------------------------------------
     def _connect(self) -> KafkaConsumer:
@@ -202,6 +229,8 @@ class Consumer:
             return KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers.split(","),
                 group_id=self.config.group_id,
+                # static membership: a restarted member takes its partitions back at once
+                group_instance_id=self.config.group_instance_id or None,
                 client_id=self.client_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -269,38 +298,28 @@ class Consumer:
             log.info("end offsets at start: %s", _fmt(targets))
             self.stats.empty_at_start = {t for t in self.topics if all(
                 beginnings.get(tp, 0) >= end for tp, end in targets.items() if tp.topic == t)}
-            stored = self.store.stored_offsets()
-            cold = [t for t in self.topics if self.cold_start_completes
-                    and not any(k[0] == t for k in stored)]
-            self._listener = _SeekToStoredOffsets(consumer, self.store)
+            stored = wait_for_store(self.store.stored_offsets, self.health, stop,
+                                    lambda seconds: self._idle(seconds, stop))
+            if stored is None:
+                return self.stats  # stopped while the store was away
+            self._cold = [t for t in self.topics if self.cold_start_completes
+                          and not any(k[0] == t for k in stored)]
+            self._listener = _SeekToStoredOffsets(consumer, self.store, self.health)
             consumer.subscribe(self.topics, listener=self._listener)
             while not stop.is_set():
                 self.last_loop = time.monotonic()
-                polled = consumer.poll(timeout_ms=self.poll_timeout_ms,
-                                       max_records=self.config.batch_size)
-                if polled:
-                    try:
-                        batch_stats = self._apply(consumer, polled)
-                    except StaleStateError:  # a rebuild was swapped in: its offsets rule now
-                        log.warning("the state was replaced by a rebuild: re-reading its offsets")
-                        self.store.refresh()
-                        self._listener.seek_all(list(consumer.assignment()))
-                        continue
-                    if on_batch is not None:
-                        on_batch(batch_stats)
-                self._complete_snapshots()  # also after a crash between the two commits
-                caught_up = self._caught_up(consumer, targets, beginnings)
-                self._caught_up_once = self._caught_up_once or caught_up
-                if caught_up and cold:
-                    cold = self._complete_cold_start(cold)
-                self._observe(consumer)
-                self._maybe_purge()
-                if until_caught_up and caught_up:
-                    break
-                if until_ready and self.snapshot_applied():
-                    break
-                if until is not None and until():
-                    break
+                try:
+                    if self._turn(consumer, targets, beginnings, until_caught_up, until_ready,
+                                  on_batch, until):
+                        break
+                except StateStoreUnavailableError as exc:
+                    self.health.lost(exc)
+                    self._wait_out_outage(consumer, stop)
+        except FencedInstanceIdError as exc:
+            raise ConfigError(
+                f"another consumer joined group {self.config.group_id!r} with this one's group instance "
+                f"id {self.config.group_instance_id!r}, so Kafka fenced this one: give each process its own "
+                "(--group-instance-id, kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)") from exc
         finally:
             try:
                 consumer.close(autocommit=False)
@@ -310,6 +329,64 @@ class Consumer:
                 self._producer.close()
                 self._producer = None
         return self.stats
+
+    def _turn(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int],
+              beginnings: dict[TopicPartition, int], until_caught_up: bool, until_ready: bool,
+              on_batch: Callable[[ApplyStats], None] | None, until: Callable[[], bool] | None) -> bool:
+        """One turn of the loop: poll, apply, bookkeeping. True when the run is done."""
+        polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.config.batch_size)
+        if not self.health.up:  # the store went away during a rebalance (the listener saw it)
+            raise StateStoreUnavailableError(self.health.error)
+        if polled:
+            try:
+                batch_stats = self._apply(consumer, polled)
+            except StaleStateError:  # a rebuild was swapped in: its offsets rule now
+                log.warning("the state was replaced by a rebuild: re-reading its offsets")
+                self.store.refresh()
+                self._listener.seek_all(list(consumer.assignment()))
+                return False
+            if on_batch is not None:
+                on_batch(batch_stats)
+        self._complete_snapshots()  # also after a crash between the two commits
+        caught_up = self._caught_up(consumer, targets, beginnings)
+        self._caught_up_once = self._caught_up_once or caught_up
+        if caught_up and self._cold:
+            self._cold = self._complete_cold_start(self._cold)
+        self._observe(consumer)
+        self._confirm_membership(consumer)
+        self._maybe_purge()
+        return ((until_caught_up and caught_up) or (until_ready and self.snapshot_applied())
+                or (until is not None and until()))
+
+    def _wait_out_outage(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
+        """Wait for the state store with every partition paused, polling all the while so that
+        the consumer keeps its place in the group (max.poll.interval.ms) and follows rebalances;
+        then position every partition at the offsets the store holds and resume. The batch that
+        failed wrote nothing, so it is read again."""
+        consumer.pause(*consumer.assignment())
+        self.metrics.set("ecst_ready", 0.0)
+
+        def idle(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while not stop.is_set() and time.monotonic() < deadline:
+                self.last_loop = time.monotonic()
+                consumer.pause(*consumer.assignment())  # also partitions a rebalance brought
+                consumer.poll(timeout_ms=max(1, min(self.poll_timeout_ms,
+                                                    int((deadline - time.monotonic()) * 1000))))
+
+        stored = wait_for_store(self.store.stored_offsets, self.health, stop, idle)
+        if stored is None:
+            return
+        assigned = list(consumer.assignment())
+        self._listener.seek_all(assigned, stored)
+        consumer.resume(*assigned)
+
+    def _idle(self, seconds: float, stop: threading.Event) -> None:
+        """Wait (before subscribing) while the loop counts as alive for /healthz."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            self.last_loop = time.monotonic()
+            stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _decode(self, m: object) -> _Decoded:
         record = Record(m.topic, m.partition, m.offset, m.key, m.value)
@@ -343,7 +420,7 @@ class Consumer:
                 self._dead_letter(bad, stage="decode")
             stats = self._apply_items(consumer, items, good)
         except StateStoreError:
-            raise  # the database itself is unavailable: nothing to dead-letter
+            raise  # the database itself is unavailable or unusable: nothing to dead-letter
         except SQLAlchemyError as exc:
             if self._stop_on_error():
                 raise EventError(f"batch rejected by the state store: {exc}; the state is "
@@ -380,19 +457,9 @@ class Consumer:
         events = [d.event for d in good if d.event is not None]
         self._streamed.update(e.topic for e in events if e.snapshot is None)
         snapshots = self._snapshot_progress(consumer, events)
-        delay = 0.5
-        for attempt in range(TRANSIENT_RETRIES + 1):
-            try:
-                return self.store.apply(events, _next_offsets(items), snapshots)
-            except OperationalError as exc:
-                if not _transient(exc):
-                    raise
-                if attempt == TRANSIENT_RETRIES:
-                    raise StateStoreError(f"state store unavailable: {exc.orig or exc}") from exc
-                log.warning("state store error (%s), retrying in %.1f s", exc.orig or exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+        # An outage raises StateStoreUnavailableError: the loop waits it out and reads this batch
+        # again; any other database error rejects the batch.
+        return self.store.apply(events, _next_offsets(items), snapshots)
 
     def _apply_one_by_one(self, consumer: KafkaConsumer, items: list[_Decoded]) -> ApplyStats:
         """Slow path after a rejected batch: each record alone; the rejected ones are
@@ -444,11 +511,33 @@ class Consumer:
         self.stats.dead_lettered += len(items)
 
     def _commit_kafka(self, consumer: KafkaConsumer, next_offsets: dict[tuple[str, int], int]) -> None:
+        self._last_commit = time.monotonic()
         try:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                              for (t, p), o in next_offsets.items()})
+        except FencedInstanceIdError:
+            raise  # another process took this one's group instance id: see run()
         except KafkaError as exc:  # the state store holds the truth; this is for lag tools
             log.warning("Kafka offset commit failed (state is committed): %s", exc)
+
+    def _confirm_membership(self, consumer: KafkaConsumer) -> None:
+        """A static member replaced by another process with the same group instance id learns it
+        from its next commit only (kafka-python's heartbeat thread stops without a word), and
+        meanwhile it would go on reading: so an idle static member commits its positions every
+        MEMBERSHIP_CHECK_S (Kafka's committed offsets are for lag tools; the store holds the truth)."""
+        if not self.config.group_instance_id or time.monotonic() - self._last_commit < MEMBERSHIP_CHECK_S:
+            return
+        positions = {}
+        for tp in consumer.assignment():
+            try:
+                positions[(tp.topic, tp.partition)] = consumer.position(tp, timeout_ms=5000)
+            except KafkaError:
+                continue
+        positions = {k: o for k, o in positions.items() if o is not None}
+        if positions:
+            self._commit_kafka(consumer, positions)
+        else:
+            self._last_commit = time.monotonic()
 
     # -- snapshots and readiness ----------------------------------------------------------
     def _snapshot_progress(self, consumer: KafkaConsumer, events: list[ChangeEvent]
@@ -509,15 +598,23 @@ class Consumer:
 
     def ready(self) -> bool:
         """Readiness by policy: `snapshot` (default), `caught-up` (end offsets at start reached
-        once) or `always` (serve a partial copy)."""
+        once) or `always` (serve a partial copy); never while the state store is unavailable."""
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why /readyz answers 503, or None when ready."""
+        if not self.health.up:
+            return "state store unavailable"
         policy = self.config.readiness
         if policy == "always":
-            return True
+            return None
         if policy == "caught-up":
-            return self._caught_up_once
-        return self.snapshot_applied()
+            return None if self._caught_up_once else "end offsets of start-up not reached yet"
+        return None if self.snapshot_applied() else "snapshot not applied"
 
     def healthy(self, stall_s: float = 120.0) -> bool:
+        """Liveness: the loop turned within `stall_s` (it also turns while it waits for an
+        unavailable state store: restarting the process would not bring the store back)."""
         return time.monotonic() - self.last_loop < stall_s
 
     def _caught_up(self, consumer: KafkaConsumer, targets: dict[TopicPartition, int],
@@ -579,15 +676,6 @@ class Consumer:
         purged = self.store.purge_tombstones(cutoff)
         if purged:
             log.info("purged %d delete tombstones older than %s", purged, cutoff)
-
-
-def _transient(exc: OperationalError) -> bool:
-    """A lost connection or a locked database, worth a retry; not an error in the statement
-    (SQLite reports both as OperationalError, Postgres only the first)."""
-    if "sqlite" not in type(exc.orig).__module__:
-        return True
-    text = str(exc.orig).lower()
-    return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o"))
 
 
 def _where(r: Record) -> str:

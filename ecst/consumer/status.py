@@ -6,21 +6,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 
-from ecst.consumer.store import OFFSETS_TABLE, StateStore, normalize_url
+from ecst.consumer.outage import reason, transient, unavailable
+from ecst.consumer.store import OFFSETS_TABLE, StateStore, make_engine
 from ecst.exceptions import StateStoreError
 
 
 def state_status(url: str) -> dict[str, Any]:
     """A JSON-able report: tables and row counts, offsets, snapshots, rebuild in progress."""
-    engine = create_engine(normalize_url(url))
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             initialised = inspect(conn).has_table(OFFSETS_TABLE)
-    except Exception as exc:
-        raise StateStoreError(f"cannot open state store "
-                              f"{engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+    except SQLAlchemyError as exc:
+        safe = engine.url.render_as_string(hide_password=True)
+        if transient(exc):
+            raise unavailable(exc, safe) from exc
+        raise StateStoreError(f"cannot open state store {safe}: {reason(exc)}") from exc
     finally:
         engine.dispose()
     if not initialised:

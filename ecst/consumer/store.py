@@ -9,13 +9,14 @@ is dropped when a newer delete tombstone exists for its key.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -39,16 +40,18 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ecst.consumer.events import ChangeEvent
+from ecst.consumer.outage import broken, reason, transient, unavailable, unusable
 from ecst.consumer.plan import TableChanges, key_text, plan_batch
 from ecst.consumer.positions import commit_order
 from ecst.consumer.types import UNCHANGED, Field, sql_type
 from ecst.exceptions import StateStoreError
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 POSITION = "_ecst_position"
 FLOOR = "position_floor"
@@ -64,17 +67,78 @@ _CHUNK = 500
 _PROMOTE_LOCK = "hashtext('ecst:promote')"  # Postgres advisory lock: swaps against batches
 
 
-def normalize_url(url: str) -> str:
-    """Accept `postgresql://` URLs and run them on psycopg 3; create SQLite parent folders."""
+SUPPORTED = ("sqlite", "postgresql")
+_USE = ("use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE "
+        "(--state-url, state.url in the consumer YAML, or ECST_STATE_URL)")
+CONNECT_TIMEOUT_S = 10  # a connection attempt never hangs the consumer loop for long
+
+
+def check_state_url(url: str) -> None:
+    """A StateStoreError, naming the URL (password hidden) and what to use, when ecst cannot keep
+    a state there: not a URL, another database than SQLite or PostgreSQL, a driver not installed.
+    Creates nothing."""
+    _parse(url)
+
+
+def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StateStoreError(f"state URL {url.split('@')[-1]!r} is not a database URL") from exc
+        raise StateStoreError(f"state URL {url.split('@')[-1]!r} is not a database URL: {_USE}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise StateStoreError(f"state URL {parsed.render_as_string(hide_password=True)}: ecst keeps its "
+                              f"state in SQLite or PostgreSQL, not {backend}: {_USE}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise StateStoreError(
+            f"state URL {parsed.render_as_string(hide_password=True)}: its driver "
+            f"{parsed.get_driver_name()!r} is not installed ({exc}): use postgresql:// (psycopg 3, "
+            "installed with ecst) or sqlite:///PATH") from exc
+    return parsed
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgresql://` URLs and run them on psycopg 3; create SQLite parent folders.
+    A URL ecst cannot use is a StateStoreError (check_state_url), before anything is created."""
+    parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for a state URL (normalised); Postgres connection attempts time out after
+    CONNECT_TIMEOUT_S, so that an unreachable host never holds the consumer loop for long."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        args["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(url, echo=echo, future=True, **args)
+
+
+def _reachable(method: Callable[..., R]) -> Callable[..., R]:
+    """A database error that means "unavailable right now" leaves the method as
+    StateStoreUnavailableError (the consumer waits those out), one that means "cannot be used at all"
+    (refused credentials, no such database, a corrupted file) as StateStoreError; an error in a
+    statement stays as it is."""
+
+    @functools.wraps(method)
+    def call(self: StateStore, *args: Any, **kwargs: Any) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            if transient(exc):
+                raise unavailable(exc, self.safe_url) from exc
+            if broken(exc):
+                raise unusable(exc, self.safe_url) from exc
+            raise
+
+    return call
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -136,15 +200,11 @@ class StateStore:
 
     def __init__(self, url: str, *, echo: bool = False, namespace: str = "") -> None:
         self.ns = namespace
-        self.url = normalize_url(url)
-        self.engine = create_engine(self.url, echo=echo, future=True)
+        self.engine = make_engine(url, echo=echo)
+        self.url = self.engine.url.render_as_string(hide_password=False)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
-        elif self.dialect != "postgresql":
-            raise StateStoreError(
-                f"state store dialect {self.dialect!r} is not supported: use sqlite or postgresql"
-            )
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.meta = MetaData()
         self.offsets = Table(
@@ -208,7 +268,10 @@ class StateStore:
                 self._migrate(conn)
                 self.generation = self._generation(conn)
         except SQLAlchemyError as exc:
-            raise StateStoreError(f"cannot open state store {self.safe_url}: {exc.orig or exc}") from exc
+            self.engine.dispose()
+            if transient(exc):
+                raise unavailable(exc, self.safe_url) from exc
+            raise StateStoreError(f"cannot open state store {self.safe_url}: {reason(exc)}") from exc
 
     def _migrate(self, conn: Connection) -> None:
         """Bring bookkeeping tables made by an older ecst up to date (columns added since)."""
@@ -226,6 +289,7 @@ class StateStore:
                              .where(self.meta_table.c.key == "generation")).scalar()
         return int(value or 0)
 
+    @_reachable
     def refresh(self) -> None:
         """Forget cached tables and take the current generation (after a swap)."""
         self._tables.clear()
@@ -240,6 +304,7 @@ class StateStore:
         self.engine.dispose()
 
     # ----- reads -------------------------------------------------------------------------
+    @_reachable
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         """The next offset to read for every (topic, partition) the state has applied."""
         with self.engine.connect() as conn:
@@ -252,6 +317,7 @@ class StateStore:
         rows = conn.execute(select(o.c.topic, o.c.partition, o.c[FLOOR]).where(o.c[FLOOR].isnot(None)))
         return {(t, p): f for t, p, f in rows}
 
+    @_reachable
     def snapshot_states(self) -> dict[str, SnapshotState]:
         """Per topic: the latest snapshot seen and how far it has been applied."""
         with self.engine.connect() as conn:
@@ -260,6 +326,7 @@ class StateStore:
             return {t: SnapshotState(st, pos, {int(p): o for p, o in json.loads(tg or "{}").items()})
                     for t, st, pos, tg in rows}
 
+    @_reachable
     def mark_snapshot_complete(self, topic: str) -> None:
         """Record that `topic`'s state is a complete copy (idempotent)."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -276,6 +343,7 @@ class StateStore:
                                .where(self.rebuilds.c.key == "current")).scalar()
         return json.loads(doc) if doc else None
 
+    @_reachable
     def rebuild_in_progress(self) -> dict[str, Any] | None:
         """The bookkeeping of a rebuild writing this state's shadow copy, if one is running;
         read-only (creates nothing when there is no shadow)."""
@@ -344,6 +412,7 @@ class StateStore:
             self.apply(events, {})
         return len(events)
 
+    @_reachable
     def purge_tombstones(self, older_than: dt.datetime) -> int:
         """Forget delete tombstones recorded before `older_than`; returns how many."""
         with self.engine.begin() as conn:
@@ -374,6 +443,7 @@ class StateStore:
             return sorted({t for (t,) in conn.execute(select(self.columns.c.table_name).distinct())})
 
     # ----- writes ------------------------------------------------------------------------
+    @_reachable
     def apply(
         self,
         events: Sequence[ChangeEvent],

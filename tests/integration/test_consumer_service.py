@@ -206,3 +206,200 @@ def test_sigterm_finishes_and_endpoints_report_readiness_and_metrics(capture, tm
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.startswith("applied ") and "r=2000" in out
+
+
+def wait_for(check, timeout_s, proc=None, what="condition"):
+    """Poll `check` until it is true; fails when `proc` exits first or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the consumer exited ({proc.returncode}) while waiting for {what}: {err[-2000:]}")
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+        time.sleep(0.25)
+
+
+class Writer:
+    """Keeps changing the captured users in the background (inserts, updates, deletes)."""
+
+    def __init__(self, capture) -> None:
+        self.capture = capture
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        conn = self.capture.stack.producer_conn()
+        seed = 1000
+        while not self.stop.is_set():
+            seed += 1
+            source.write_changes(conn, self.capture.table, inserts=5, updates=10, deletes=3, seed=seed,
+                                 per_txn=6)
+            time.sleep(0.2)
+        conn.close()
+
+    def __enter__(self) -> "Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def set_connections(stack, database, allowed):
+    """Make a state database unavailable (no new connections, its sessions terminated) or
+    available again; the shared Postgres server keeps running."""
+    with closing(stack.producer_conn()) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                          (database,))
+
+
+def metric(base, line_start):
+    """The value of the first /metrics sample starting with `line_start`, or None."""
+    status, text = get(f"{base}/metrics")
+    for line in text.splitlines() if status == 200 else []:
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def converged(capture, url):
+    store = StateStore(url)
+    try:
+        return capture.compare(store)
+    finally:
+        store.close()
+
+
+def test_a_state_store_outage_is_waited_out_not_ready_and_nothing_is_lost(capture, stack):
+    capture.create(rows=2000)
+    capture.apply()
+    database = f"state_{capture.uid}"
+    url, drop = stack.new_database(database)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = consume_process(capture, url, "--http-port", str(port), "--batch-size", "200")
+    try:
+        wait_for(lambda: get(f"{base}/readyz")[0] == 200, 120, proc, "readiness")
+        assert metric(base, "ecst_state_store_up") == 1
+        with Writer(capture):
+            time.sleep(2)  # batches are being applied
+            set_connections(stack, database, allowed=False)
+            down_at = time.monotonic()
+            # longer than the 5 retries (about 16 s) after which the consumer used to give up
+            wait_for(lambda: metric(base, "ecst_state_store_up") == 0, 20, proc, "ecst_state_store_up 0")
+            while time.monotonic() - down_at < 30:
+                assert proc.poll() is None, proc.communicate()
+                assert get(f"{base}/readyz") == (503, "not ready: state store unavailable\n")
+                assert get(f"{base}/healthz")[0] == 200  # the loop is alive: no restart needed
+                assert metric(base, "ecst_state_store_up") == 0
+                time.sleep(1)
+            assert metric(base, "ecst_state_store_retries_total") >= 3
+            set_connections(stack, database, allowed=True)
+            back_at = time.monotonic()
+            wait_for(lambda: metric(base, "ecst_state_store_up") == 1, 60, proc, "ecst_state_store_up 1")
+            wait_for(lambda: get(f"{base}/readyz")[0] == 200, 60, proc, "readiness after the outage")
+            print(f"outage {back_at - down_at:.1f} s; store up again {time.monotonic() - back_at:.1f} s "
+                  "after it accepted connections")
+            time.sleep(3)  # more changes after the outage
+        # the same process, never restarted, catches up: every column of every row equals the source
+        deadline = time.monotonic() + 120
+        while not (result := converged(capture, url)).matches and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(1)
+        assert result.matches, result.summary()
+    finally:
+        set_connections(stack, database, allowed=True)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        drop()
+    assert proc.returncode == 0, err
+    assert "state store unavailable" in err and "state store back after" in err
+
+
+def test_a_consumer_started_while_its_state_store_is_down_waits_for_it(capture, stack):
+    capture.create(rows=300)
+    capture.apply()
+    database = f"state_{capture.uid}"
+    url, drop = stack.new_database(database)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    set_connections(stack, database, allowed=False)
+    proc = consume_process(capture, url, "--http-port", str(port))
+    try:
+        unavailable = (503, "not ready: state store unavailable\n")
+        wait_for(lambda: get(f"{base}/readyz") == unavailable, 60, proc, "/readyz saying why")
+        for _ in range(10):  # it waits, alive and not ready, for as long as the store is away
+            assert get(f"{base}/healthz")[0] == 200
+            assert proc.poll() is None, proc.communicate()
+            assert get(f"{base}/readyz") == unavailable
+            assert metric(base, "ecst_state_store_up") == 0
+            time.sleep(1)
+        set_connections(stack, database, allowed=True)
+        wait_for(lambda: get(f"{base}/readyz")[0] == 200, 90, proc, "readiness")
+        result = converged(capture, url)
+        assert result.matches, result.summary()
+    finally:
+        set_connections(stack, database, allowed=True)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        drop()
+    assert proc.returncode == 0, err
+
+
+def test_a_consumer_restarted_after_kill_9_gets_its_partitions_back_at_once(capture, tmp_path):
+    capture.create(rows=500)
+    capture.apply()
+    state_file = tmp_path / "state.db"
+    state = f"sqlite:///{state_file}"
+    proc = consume_process(capture, state)  # the same group every time, as a service restarts
+    pauses = []
+    try:
+        wait_for(lambda: snapshot_complete(state, capture.topic), 120, proc, "the snapshot")
+        with Writer(capture):
+            for _ in range(3):
+                before = applied(state_file)
+                wait_for(lambda b=before: applied(state_file) > b, 60, proc, "a batch")  # streaming
+                proc.send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                proc.communicate()
+                before = applied(state_file)
+                proc = consume_process(capture, state)
+                wait_for(lambda b=before: applied(state_file) > b, 120, proc, "the first batch after kill -9")
+                pauses.append(round(time.monotonic() - killed_at, 1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    print(f"kill -9 to the restarted consumer's first batch: {pauses} s, median "
+          f"{sorted(pauses)[len(pauses) // 2]} s")
+    # it used to wait for the killed member's session to time out (45 s)
+    assert max(pauses) < 25, pauses
+    store = StateStore(state)
+    result = capture.converge(store)
+    store.close()
+    assert result.matches, result.summary()
+
+
+def test_two_processes_with_one_group_instance_id_the_fenced_one_stops_with_one_line(capture, tmp_path):
+    capture.create(rows=100)
+    capture.apply()
+    first_state, second_state = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    first = consume_process(capture, first_state, "--group-instance-id", "users-0")
+    second = None
+    try:
+        wait_for(lambda: snapshot_complete(first_state, capture.topic), 120, first, "the first's snapshot")
+        second = consume_process(capture, second_state, "--group-instance-id", "users-0")
+        wait_for(lambda: snapshot_complete(second_state, capture.topic), 120, second, "the second's snapshot")
+        out, err = first.communicate(timeout=60)  # Kafka fenced the first: it stops by itself
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
+    assert first.returncode == 1
+    assert err.splitlines()[-1] == (
+        f"Error: another consumer joined group 'svc-{capture.uid}' with this one's group instance id "
+        "'users-0', so Kafka fenced this one: give each process its own (--group-instance-id, "
+        "kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)"), err

@@ -5,7 +5,9 @@ import pytest
 from ecst.consumer.config import (
     ConsumerConfig,
     TopicMapping,
+    check_config,
     check_mapping,
+    default_instance_id,
     load_consumer_config,
     map_event,
     parse_consumer_config,
@@ -73,12 +75,25 @@ def test_check_mapping_names_a_mapped_column_the_records_lack():
 @pytest.mark.parametrize("doc, message", [
     ({"topcs": []}, "unknown key 'topcs'"),
     ({"kafka": {"group": "x"}}, "unknown key kafka.group"),
-    ({"batch_size": "many"}, "batch_size: expected a positive integer"),
+    ({"batch_size": "many"}, "batch_size: 'many' is not a batch size"),
     ({"readiness": "soon"}, "readiness: expected one of snapshot, caught-up, always"),
     ({"topics": [{"topic": "t", "key": ["id"], "columns": ["email"]}]}, "key column 'id' must be kept"),
     ({"topics": [{"topic": "t", "colums": ["a"]}]}, r"topics\[0\]: unknown key 'colums'"),
     ({"state": {"url": "${NOPE}"}}, "NOPE is not set"),
     ({"topics": [{"topic": "t", "tombstones": "yes"}]}, "tombstones: expected ignore or delete"),
+    ({"batch_size": 100_001}, "batch_size: 100001 is not a batch size: use a whole number of records from 1 "
+     "to 100000"),
+    ({"batch_size": True}, "batch_size: True is not a batch size"),
+    ({"http": {"port": 65536}}, "http.port: 65536 is not a TCP port: use a number from 1 to 65535"),
+    ({"http": {"port": True}}, "http.port: True is not a TCP port"),
+    ({"http": {"port": "8080"}}, "http.port: '8080' is not a TCP port"),
+    ({"tombstone_retention_hours": -0.5}, "tombstone_retention_hours: -0.5 is not a retention"),
+    ({"tombstone_retention_hours": float("nan")}, "tombstone_retention_hours: nan is not a retention"),
+    ({"tombstone_retention_hours": False}, "tombstone_retention_hours: False is not a retention"),
+    ({"kafka": {"group_instance_id": "web 1"}},
+     "kafka.group_instance_id: 'web 1' is not a group instance id"),
+    ({"kafka": {"group_instance_id": "x" * 250}}, "is not a group instance id: use up to 249"),
+    ({"fail_fast": 1}, "fail_fast: expected true or false"),
 ])
 def test_config_errors_name_the_file_and_key(doc, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -97,3 +112,30 @@ def test_defaults():
     c = ConsumerConfig()
     assert c.readiness == "snapshot" and c.dead_letter_topic is None and not c.fail_fast
     assert "***" in repr(c.state_url)
+
+
+def test_numbers_at_their_limits_are_accepted():
+    doc = {"batch_size": 100_000, "http": {"port": 65535}, "tombstone_retention_hours": 0}
+    c = parse_consumer_config(doc, "svc.yaml", environ={})
+    assert (c.batch_size, c.http_port, c.tombstone_retention_hours) == (100_000, 65535, 0)
+    low = parse_consumer_config({"batch_size": 1, "http": {"port": 1}}, "svc.yaml", environ={})
+    assert (low.batch_size, low.http_port) == (1, 1)
+
+
+def test_group_instance_id_static_dynamic_or_derived():
+    assert parse_consumer_config({}, "svc.yaml", environ={}).group_instance_id is None  # derived by the CLI
+    static = parse_consumer_config({"kafka": {"group_instance_id": "users-0"}}, "svc.yaml", environ={})
+    assert static.group_instance_id == "users-0"
+    for dynamic in ("", None):
+        doc = {"kafka": {"group_instance_id": dynamic}}
+        assert parse_consumer_config(doc, "svc.yaml", environ={}).group_instance_id == ""
+    assert default_instance_id("users service", hostname="pod-0.svc") == "pod-0.svc-users-service"
+    assert len(default_instance_id("g" * 300, hostname="h")) == 249
+
+
+def test_a_config_built_in_python_is_checked_too():
+    check_config(ConsumerConfig(batch_size=10))
+    with pytest.raises(ConfigError, match="^batch_size: 0 is not a batch size"):
+        check_config(ConsumerConfig(batch_size=0))
+    with pytest.raises(ConfigError, match="^http.port: 70000 is not a TCP port"):
+        check_config(ConsumerConfig(http_port=70000))
