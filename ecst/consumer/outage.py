@@ -95,7 +95,7 @@ def unavailable(exc: SQLAlchemyError, safe_url: str) -> StateStoreUnavailableErr
 
 def unusable(exc: SQLAlchemyError, safe_url: str) -> StateStoreError:
     """The error to raise for a database error that `broken` recognises."""
-    return StateStoreError(f"state store {safe_url} cannot be used: {reason(exc)} (docs/runbook-consumer.md: "
+    return StateStoreError(f"state store {safe_url} cannot be used: {reason(exc)} (docs/runbook.md: "
                            "\"State store corrupted or lost\")")
 
 

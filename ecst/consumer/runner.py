@@ -220,6 +220,7 @@ class Consumer:
         self._rebuild_checked = 0.0
         self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
         self._source_tables: dict[str, str] = {}  # topic -> source table of its latest change event
+        self._topics_present: dict[str, bool] = {}
         self._cold: list[str] = []  # topics started without stored offsets, not decided yet
         self._last_commit = time.monotonic()  # of offsets to Kafka
 
@@ -654,6 +655,23 @@ class Consumer:
         if time.monotonic() - self._rebuild_checked >= REBUILD_CHECK_S:
             self._rebuild_checked = time.monotonic()
             self.observe_rebuild()
+            self._check_topics(consumer)
+
+    def _check_topics(self, consumer: KafkaConsumer) -> None:
+        """`ecst_topic_present`, and a warning when a subscribed topic disappears (deleted: its
+        connector cannot deliver changes any more) or comes back."""
+        for topic in self.topics:
+            present = bool(consumer.partitions_for_topic(topic))
+            self.metrics.set("ecst_topic_present", 1.0 if present else 0.0, topic=topic)
+            if present != self._topics_present.get(topic, True):
+                if present:
+                    log.warning("topic %s exists again: a topic that was deleted and re-created lost "
+                                "what it held; check with `ecst verify`", topic)
+                else:
+                    log.warning("topic %s no longer exists (deleted?): the state keeps what was applied, "
+                                "and nothing new arrives; docs/runbook.md, 'Change topic deleted', rebuilds "
+                                "it with `ecst rebootstrap fresh`", topic)
+            self._topics_present[topic] = present
 
     def observe_rebuild(self) -> None:
         """Export the progress of a rebuild of this state (run by `ecst rebootstrap` in another

@@ -10,6 +10,8 @@ import json
 import os
 import random
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -275,7 +277,10 @@ def test_change_topic_deleted_and_recovered_by_the_runbook(pipeline, outcomes, l
     name = p.capture.definition.name
     env = {"ECST_CONNECT_URL": p.stack.connect_url, "ECST_BOOTSTRAP_SERVERS": p.stack.bootstrap}
     p.fault("change topic deleted", lambda: delete_topics(stack.bootstrap, [p.capture.topic]))
-    time.sleep(5)  # writes go on meanwhile: Debezium cannot deliver them
+    # writes go on meanwhile (Debezium cannot deliver them); the consumer says what happened
+    log = logs / f"consumer-{p.capture.uid}-{p.consumer.starts}.log"
+    wait_until(lambda: "no longer exists (deleted?)" in log.read_text(), 120,
+               "the consumer to report the deleted topic")
     fresh = ecst("rebootstrap", "fresh", "--state-url", p.state_url, "--topic", p.capture.topic,
                  "--group", f"svc-{p.capture.uid}", "--connector", name, env=env, timeout=600)
     (logs / f"topic-deleted-{p.capture.uid}.log").write_text(fresh.stdout + fresh.stderr)
@@ -312,3 +317,41 @@ def test_wal_growing_behind_a_stopped_connector(pipeline, outcomes, logs):
     outcome = p.settle(Outcome("WAL growing behind a stopped connector"))
     outcome.detail = f"retained WAL grew from {first:,} to {grown:,} bytes while stopped, then shrank"
     check(outcome, outcomes)
+
+
+def test_state_store_unavailable_while_the_consumer_runs(pipeline, outcomes, stack):
+    # docs/runbook.md, "State store unavailable": the state database refuses connections for a
+    # while (60 s at both sizes); the consumer service waits, not ready, and goes on by itself.
+    db = f"state_{uuid.uuid4().hex[:10]}"
+    url, drop = stack.new_database(db)
+    p = pipeline(state_url=url)
+    p.on_close(drop)
+    p.start()
+    p.ready()
+    seen = {}
+
+    def status(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p.consumer.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def outage():
+        with stack.stack.postgres.connect("postgres") as admin:
+            admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+            try:
+                seen["readyz"] = wait_until(lambda: (s := status("/readyz"))[0] == 503 and s, 60,
+                                            "/readyz to say the state store is unavailable")
+                seen["metric"] = "ecst_state_store_up 0" in status("/metrics")[1]
+                time.sleep(size()["outage_s"])
+                seen["alive"] = p.consumer.running() and status("/healthz")[0] == 200
+            finally:
+                admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+
+    p.fault("state store unavailable", outage)
+    outcome = p.settle(Outcome(f"state store unavailable for {size()['outage_s']} s"))
+    outcomes.append(outcome)
+    assert "state store unavailable" in seen["readyz"][1] and seen["metric"] and seen["alive"], seen
+    check(outcome, [])
