@@ -42,6 +42,9 @@ _IDENT_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff]")
 _IDENT = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
 
 
+MAX_CONDITION = 1500  # the whole signal (collections, type, condition) fits varchar(2048)
+
+
 def refused_function(name: str) -> bool:
     """Whether `name` (as Postgres folds it) is a function a `--where` may not call."""
     return name in REFUSED_FUNCTIONS or name.startswith(REFUSED_PREFIXES)
@@ -76,6 +79,10 @@ def check_condition(condition: str) -> str:
                           "LIKE 'a!_%' ESCAPE '!')")
     if "\x00" in text:
         raise ConfigError("--where contains a NUL character: remove it")
+    if len(text) > MAX_CONDITION:
+        raise ConfigError(f"--where is {len(text):,} characters long, over {MAX_CONDITION:,}: the signal "
+                          "that carries it must fit the signal table's data column (varchar(2048)); "
+                          "shorten it")
     depth, i, last_name = 0, 0, None  # last_name: the identifier just before, if any
     while i < len(text):
         ch = text[i]

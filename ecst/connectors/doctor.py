@@ -175,7 +175,9 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
                                    f"ALTER ROLE {rolname} WITH LOGIN REPLICATION"))
             else:
                 out.append(Finding("role", OK,
-                                   f"role {rolname} has LOGIN REPLICATION and is not a superuser"))
+                                   f"role {rolname} has LOGIN REPLICATION and is not a superuser "
+                                   "(REPLICATION also lets it decode every table of the database through "
+                                   "a slot of its own: guard its password like read access to all of them)"))
             missing = [n for n in names if not conn.execute(
                 "SELECT has_table_privilege(%s, %s, 'SELECT')", (rolname, n)).fetchone()[0]]
             if missing:

@@ -43,6 +43,7 @@ def test_one_condition_is_accepted_unchanged(condition):
     ('"open = 1', "unterminated quoted identifier"),
     ("   ", "is empty"),
     ("id = 1\x00", "NUL"),
+    ("id IN (" + ",".join(str(n) for n in range(600)) + ")", "over 1,500: the signal that carries it"),
 ])
 def test_what_could_escape_or_harm_is_refused_with_its_reason(condition, reason):
     with pytest.raises(ConfigError, match="^--where ") as exc:
