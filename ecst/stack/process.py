@@ -46,6 +46,10 @@ def cmdline(pid: int) -> str:
 
 
 def alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:  # a child of ours that exited: reaped now
+        del _CHILDREN[pid]
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
