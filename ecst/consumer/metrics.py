@@ -38,6 +38,7 @@ class Metrics:
         "ecst_replication_delay_seconds": ("gauge", "Now minus source.ts_ms of the newest applied event."),
         "ecst_ready": ("gauge", "1 when /readyz answers 200."),
         "ecst_topic_present": ("gauge", "1 while the subscribed topic exists (0: deleted)."),
+        "ecst_kafka_up": ("gauge", "0 while Kafka is unreachable and the consumer waits for it."),
         "ecst_state_store_up": ("gauge", "1 while the state store answers, 0 while the consumer waits."),
         "ecst_state_store_retries_total": ("counter", "Failed attempts to reach an unavailable state store."),
         "ecst_snapshot_complete": ("gauge", "1 once the topic's snapshot is fully applied."),

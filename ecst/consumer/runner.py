@@ -35,7 +35,7 @@ from ecst.consumer.config import (
 )
 from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
 from ecst.consumer.metrics import Metrics
-from ecst.consumer.outage import StoreHealth, wait_for_store
+from ecst.consumer.outage import Backoff, StoreHealth, wait_for_store
 from ecst.consumer.snapshots import MARKERS, snapshot_transitions
 from ecst.consumer.store import (
     SNAPSHOT_COMPLETE,
@@ -290,6 +290,7 @@ class Consumer:
         `until()` (asked once per loop turn) returns True."""
         stop = stop or threading.Event()
         consumer = self._connect()
+        self.metrics.set("ecst_kafka_up", 1.0)
         try:
             partitions = self._wait_for_topics(consumer, topic_timeout_s)
             if not self.mappings_checked:
@@ -316,6 +317,10 @@ class Consumer:
                 except StateStoreUnavailableError as exc:
                     self.health.lost(exc)
                     self._wait_out_outage(consumer, stop)
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    self._wait_out_kafka(consumer, stop, exc)
         except FencedInstanceIdError as exc:
             raise ConfigError(
                 f"another consumer joined group {self.config.group_id!r} with this one's group instance "
@@ -381,6 +386,26 @@ class Consumer:
         assigned = list(consumer.assignment())
         self._listener.seek_all(assigned, stored)
         consumer.resume(*assigned)
+
+    def _wait_out_kafka(self, consumer: KafkaConsumer, stop: threading.Event, exc: KafkaError) -> None:
+        """Kafka is unreachable (a broker restarting, a network cut): wait for it with capped
+        backoff, then position every partition at the offsets the state holds again, since a turn
+        cut short may have read records it did not apply. The copy keeps serving meanwhile."""
+        self.metrics.set("ecst_kafka_up", 0.0)
+        log.warning("Kafka is unreachable (%s): waiting for it; the state keeps what was applied", exc)
+        started, backoff = time.monotonic(), Backoff()
+        while not stop.is_set():
+            self._idle(backoff.next(), stop)
+            try:
+                consumer.topics()  # a metadata request: answered once a broker is back
+            except KafkaError as again:
+                log.debug("Kafka still unreachable: %s", again)
+                continue
+            self._listener.seek_all(list(consumer.assignment()))
+            self.metrics.set("ecst_kafka_up", 1.0)
+            log.warning("Kafka reachable again after %.0f s: reading on from the state's offsets",
+                        time.monotonic() - started)
+            return
 
     def _idle(self, seconds: float, stop: threading.Event) -> None:
         """Wait (before subscribing) while the loop counts as alive for /healthz."""
@@ -507,6 +532,8 @@ class Consumer:
             try:
                 future.get(timeout=30)
             except KafkaError as exc:
+                if exc.retriable:
+                    raise  # Kafka is away: the loop waits for it, then reads this batch again
                 raise StackError(f"could not dead-letter {_where(r)} to {self.config.dead_letter_topic}: "
                                  f"{exc}; the state is unchanged from the last good batch") from exc
         self.stats.dead_lettered += len(items)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ecst.consumer.store import StateStore, normalize_url
 from ecst.stack import process
-from tests.integration.cli import free_port
+from tests.integration.cli import free_port, http_get
 
 PROBE_ID = 1  # the probe row: only the prober writes it; the writer leaves it alone
 SIZES = {
@@ -263,18 +263,13 @@ class Pipeline:
         self.prober.start()
         return self
 
+    def http(self, path: str) -> tuple[int | None, str]:
+        """(status, body) of the consumer service's endpoint `path`."""
+        return http_get(f"http://127.0.0.1:{self.consumer.port}{path}")
+
     def ready(self, timeout_s: float = 180) -> None:
         """Until the consumer service reports ready (snapshot applied)."""
-        import urllib.request
-
-        def ok():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.consumer.port}/readyz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(ok, timeout_s, "the consumer service to be ready")
+        wait_until(lambda: self.http("/readyz")[0] == 200, timeout_s, "the consumer service to be ready")
 
     def fault(self, name: str, action) -> None:
         """Inject a fault (and its repair, which `action` includes); the pipeline must then
@@ -287,8 +282,12 @@ class Pipeline:
         source on every column of every row, and fill in the figures."""
 
         last_fault = max((t for _, t in self.faults), default=self.started)
-        wait_until(lambda: self.prober.recovered_at(last_fault), timeout_s,
-                   "a change committed after the last fault to reach the state")
+
+        def recovered():
+            assert self.consumer.running(), self._died()
+            return self.prober.recovered_at(last_fault)
+
+        wait_until(recovered, timeout_s, "a change committed after the last fault to reach the state")
         self.writer.stop()
         self.prober.stop()
         store = StateStore(self.state_url)
@@ -316,6 +315,11 @@ class Pipeline:
         if not result.matches:
             outcome.detail = result.summary()
         return outcome
+
+    def _died(self) -> str:
+        log = self.logs / f"consumer-{self.capture.uid}-{self.consumer.starts}.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return f"the consumer service died (exit {self.consumer.proc.returncode}): " + " | ".join(lines[-3:])
 
     def close(self) -> None:
         self.writer.stop()
@@ -346,11 +350,14 @@ def kill_connect(p: Pipeline, restart: bool = True) -> None:
         worker.start()
 
 
-def kill_broker(p: Pipeline) -> None:
+def kill_broker(p: Pipeline, down_s: float = 10.0) -> None:
+    """kill -9 of the broker, which stays down `down_s` (clients meet refused connections), then
+    starts again."""
     broker = p.stack.stack.kafka
     pid = broker.pid
     os.kill(pid, signal.SIGKILL)
     _gone(pid, (broker.port, broker.controller_port), "the broker")
+    time.sleep(down_s)
     broker.start()
 
 

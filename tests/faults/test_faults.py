@@ -10,11 +10,10 @@ import json
 import os
 import random
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -47,20 +46,15 @@ def test_consumer_killed_during_snapshot_and_streaming(pipeline, outcomes):
     check(p.settle(Outcome("consumer kill -9, snapshot and streaming")), outcomes)
 
 
-def test_connect_worker_killed(pipeline, outcomes):
+@pytest.mark.parametrize(("fault", "scenario"), [("Connect kill -9", "Connect worker kill -9"),
+                                                 ("broker kill -9", "broker kill -9"),
+                                                 ("walsender terminated", "walsender terminated")])
+def test_one_fault_while_streaming(pipeline, outcomes, fault, scenario):
     p = pipeline().start()
     p.ready()
     time.sleep(3)
-    p.fault("Connect kill -9", lambda: kill_connect(p))
-    check(p.settle(Outcome("Connect worker kill -9")), outcomes)
-
-
-def test_broker_killed(pipeline, outcomes):
-    p = pipeline().start()
-    p.ready()
-    time.sleep(3)
-    p.fault("broker kill -9", lambda: FAULTS["broker kill -9"](p))
-    check(p.settle(Outcome("broker kill -9")), outcomes)
+    p.fault(fault, lambda: FAULTS[fault](p))
+    check(p.settle(Outcome(scenario)), outcomes)
 
 
 def test_postgres_fast_and_immediate_restarts(pipeline, outcomes):
@@ -71,14 +65,6 @@ def test_postgres_fast_and_immediate_restarts(pipeline, outcomes):
         p.fault(mode, lambda mode=mode: FAULTS[mode](p))
         wait_until(lambda: p.prober.recovered_at(p.faults[-1][1]), 180, f"recovery from {mode}")
     check(p.settle(Outcome("Postgres fast and immediate restarts")), outcomes)
-
-
-def test_walsender_terminated(pipeline, outcomes):
-    p = pipeline().start()
-    p.ready()
-    time.sleep(3)
-    p.fault("walsender terminated", lambda: FAULTS["walsender terminated"](p))
-    check(p.settle(Outcome("walsender terminated")), outcomes)
 
 
 def test_connect_unreachable_during_apply(pipeline, outcomes, logs, tmp_path):
@@ -329,13 +315,7 @@ def test_state_store_unavailable_while_the_consumer_runs(pipeline, outcomes, sta
     p.start()
     p.ready()
     seen = {}
-
-    def status(path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{p.consumer.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+    status = p.http
 
     def outage():
         with stack.stack.postgres.connect("postgres") as admin:

@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from contextlib import closing
 
 import pytest
@@ -21,6 +19,7 @@ from ecst import source
 from ecst.consumer.store import StateStore
 from ecst.exceptions import EventError
 from tests.integration.cli import free_port
+from tests.integration.cli import http_get as get
 
 
 def consume_process(capture, state_url, *extra, group=None):
@@ -51,14 +50,6 @@ def applied(path):
 
 
 
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return None, ""
 
 
 def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(capture, tmp_path):

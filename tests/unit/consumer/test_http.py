@@ -1,18 +1,9 @@
 """The status server answers from its callables, and says why it is not ready."""
 
-import urllib.error
-import urllib.request
 
 from ecst.consumer.http import StatusServer
 from ecst.consumer.metrics import Metrics
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+from tests.integration.cli import http_get as get
 
 
 def test_readyz_says_why_it_is_not_ready_and_healthz_is_separate():

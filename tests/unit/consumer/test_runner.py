@@ -2,6 +2,8 @@
 stack: tests/integration/test_consumer_service.py)."""
 
 import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError
 
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.runner import Consumer
@@ -44,3 +46,70 @@ def test_readiness_says_what_it_waits_for(store):
 def test_a_consumer_built_in_python_checks_its_config(store, changes, message):
     with pytest.raises(ConfigError, match=message):
         Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", config=ConsumerConfig(**changes))
+
+
+class _FlakyKafka:
+    """Just enough of a KafkaConsumer for the loop: its first poll fails the way kafka-python 3.0
+    fails while the broker restarts (seen in the fault suite's soak), and so does the next
+    metadata request; then it answers with no records."""
+
+    def __init__(self):
+        self.tp = TopicPartition("t", 0)
+        self.polls, self.topic_requests, self.seeks = 0, 0, []
+
+    def partitions_for_topic(self, topic):
+        return {0}
+
+    def end_offsets(self, tps):
+        return {tp: 10 for tp in tps}
+
+    def beginning_offsets(self, tps):
+        return {tp: 0 for tp in tps}
+
+    def subscribe(self, topics, listener):
+        self.listener = listener
+
+    def assignment(self):
+        return {self.tp}
+
+    def poll(self, timeout_ms=0, max_records=None):
+        self.polls += 1
+        if self.polls == 1:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return {}
+
+    def topics(self):
+        self.topic_requests += 1
+        if self.topic_requests == 1:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return {"t"}
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.partition, offset))
+
+    def seek_to_beginning(self, tp):
+        self.seeks.append((tp.partition, "beginning"))
+
+    def position(self, tp, timeout_ms=None):
+        return 7
+
+    def highwater(self, tp):
+        return 10
+
+    def commit(self, offsets=None):
+        pass
+
+    def close(self, autocommit=False):
+        pass
+
+
+def test_a_broker_outage_met_by_poll_is_waited_out_and_reading_resumes_from_the_state(store):
+    store.apply([], {("t", 0): 7})  # the state holds offset 7
+    kafka = _FlakyKafka()
+    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1")
+    consumer._connect = lambda: kafka
+    ups = []
+    consumer.run(until=lambda: ups.append(consumer.metrics.value("ecst_kafka_up")) or kafka.polls >= 3)
+    assert kafka.topic_requests == 2  # asked again until Kafka answered
+    assert kafka.seeks == [(0, 7)]  # then positioned at the state's offset: nothing read is skipped
+    assert ups[0] == 1.0 and kafka.polls == 3
