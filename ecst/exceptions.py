@@ -3,7 +3,8 @@
     EcstError
     ├── ConfigError             a settings value or environment variable is wrong
     ├── StackError              the local stack cannot be installed, started or reached
-    │   └── PortInUseError      a port the stack needs is taken by another process
+    │   ├── PortInUseError      a port the stack needs is taken by another process
+    │   └── KafkaUnavailableError   Kafka cannot be reached (names the bootstrap servers)
     ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
     ├── ProducerError           the producer database is unknown or unreachable, or lacks what a
     │                           connector needs (a key for every captured table)
@@ -36,6 +37,10 @@ class StackError(EcstError):
 
 class PortInUseError(StackError):
     """A port the local stack needs is already in use by another process."""
+
+
+class KafkaUnavailableError(StackError):
+    """Kafka cannot be reached at the configured bootstrap servers."""
 
 
 class DefinitionError(EcstError):

@@ -183,13 +183,12 @@ def send_via_table(conn: Any, table: str, signal: SnapshotSignal) -> None:
 def send_via_kafka(bootstrap: str, topic: str, prefix: str, signal: SnapshotSignal) -> None:
     """Produce the signal to the Kafka signal channel (creating the one-partition topic if the
     broker does not have it yet)."""
-    from kafka import KafkaProducer
+    from ecst import kafka
 
-    from ecst.topics import ensure_topic
-
-    ensure_topic(bootstrap, topic)  # Debezium reads partition 0 of it
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
+    kafka.ensure_topic(bootstrap, topic)  # Debezium reads partition 0 of it
+    producer = kafka.producer(bootstrap)
     try:
-        producer.send(topic, key=prefix.encode(), value=signal.kafka_value()).get(timeout=30)
+        with kafka.reaching(kafka.as_settings(bootstrap), f"send the signal to {topic} on"):
+            producer.send(topic, key=prefix.encode(), value=signal.kafka_value()).get(timeout=30)
     finally:
         producer.close()

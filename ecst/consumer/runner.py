@@ -52,7 +52,7 @@ from ecst.exceptions import (
     StateStoreError,
     StateStoreUnavailableError,
 )
-from ecst.topics import ensure_topic
+from ecst.kafka import ensure_topic
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 600.0
