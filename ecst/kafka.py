@@ -43,7 +43,7 @@ def as_settings(kafka: KafkaSettings | str) -> KafkaSettings:
 
 
 @contextmanager
-def reaching(kafka: KafkaSettings, doing: str = "connect") -> Iterator[None]:
+def reaching(kafka: KafkaSettings, doing: str = "connect to") -> Iterator[None]:
     """Turn kafka-python's errors inside the block into one `KafkaUnavailableError` line."""
     try:
         yield

@@ -22,10 +22,11 @@ from ecst.consumer.config import (
     default_instance_id,
     load_consumer_config,
 )
+from ecst.consumer.decoding import check_mappings
 from ecst.consumer.http import StatusServer
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import StoreHealth, wait_for_store
-from ecst.consumer.runner import Consumer, RunStats, check_mappings
+from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore, check_state_url
 from ecst.exceptions import ConfigError
 from ecst.settings import Secret, Settings

@@ -55,7 +55,7 @@ from ecst.connectors.conditions import check_condition
 from ecst.connectors.slots import slot_name
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.runner import Consumer
+from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.consumer.store import SHADOW, ApplyStats, StateStore
 from ecst.exceptions import ConfigError, RebuildError, SnapshotFailedError
 
@@ -247,21 +247,24 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
             shadow.save_rebuild_record(record)
         if mode == "replay":  # to the end offsets taken at start: `until` (or later ones, which the
             # runner reaches past any trailing transaction markers: `until_caught_up`)
-            run.consumer.run(until_caught_up=True, on_batch=run.on_batch, until=run.reached)
+            run.consumer.policy.until = run.reached
+            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)
         elif mode == "incremental":
             assert channels is not None and source is not None
             follower = _Notifications(bootstrap, channels.require_notifications(), record, source)
             try:
-                run.consumer.run(until=follower.completed, on_batch=run.on_batch)
+                run.consumer.policy.until = follower.completed
+                run.consumer.run(on_batch=run.on_batch)
             finally:
                 follower.close()
+                run.consumer.policy.until = None
             run.consumer.run(until_caught_up=True, on_batch=run.on_batch)  # what was sent before
         else:
             assert source is not None
             deadline = time.monotonic() + START_TIMEOUT_S
             watch = _Watch(source, mode)
-            run.consumer.run(until_ready=True, on_batch=run.on_batch,
-                             until=lambda: _not_started(run.consumer, topics, deadline, mode, watch))
+            run.consumer.policy.until = lambda: _not_started(run.consumer, topics, deadline, mode, watch)
+            run.consumer.run(until_ready=True, on_batch=run.on_batch)
         run.finish()
         return _finish(live, shadow, run, started, resumed, topics)
     except SnapshotFailedError as exc:
@@ -446,8 +449,9 @@ class _Run:
         self.progress = Progress(self.base, int(record.get("rows_expected", 0)), time.monotonic(), unit)
         # a snapshot mode knows completion from the snapshot itself, never from a caught-up replay
         self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
-                                 bootstrap_servers=bootstrap, accept=self.rows,
-                                 cold_start_completes=mode == "replay")
+                                 bootstrap_servers=bootstrap,
+                                 policy=RebuildPolicy(accept=self.rows,
+                                                      cold_start_completes=mode == "replay"))
         self.saved = 0.0
         self.at_end = False
         if mode == "replay":

@@ -6,7 +6,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError
 
 from ecst.consumer.config import ConsumerConfig
-from ecst.consumer.runner import Consumer
+from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.consumer.store import StateStore
 from ecst.exceptions import ConfigError, StateStoreUnavailableError
 
@@ -103,13 +103,14 @@ class _FlakyKafka:
         pass
 
 
-def test_a_broker_outage_met_by_poll_is_waited_out_and_reading_resumes_from_the_state(store):
+def test_a_broker_outage_met_by_poll_is_waited_out_and_reading_resumes_from_the_state(store, monkeypatch):
     store.apply([], {("t", 0): 7})  # the state holds offset 7
     kafka = _FlakyKafka()
-    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1")
-    consumer._connect = lambda: kafka
+    monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: kafka)
     ups = []
-    consumer.run(until=lambda: ups.append(consumer.metrics.value("ecst_kafka_up")) or kafka.polls >= 3)
+    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", policy=RebuildPolicy(
+        until=lambda: ups.append(consumer.metrics.value("ecst_kafka_up")) or kafka.polls >= 3))
+    consumer.run()
     assert kafka.topic_requests == 2  # asked again until Kafka answered
     assert kafka.seeks == [(0, 7)]  # then positioned at the state's offset: nothing read is skipped
     assert ups[0] == 1.0 and kafka.polls == 3

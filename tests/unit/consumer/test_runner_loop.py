@@ -1,0 +1,116 @@
+"""The consumer loop over a fake Kafka and a real SQLite state: batches, dead-lettering,
+snapshot readiness, cold start, and a rebuild's policy."""
+
+import pytest
+
+from ecst.consumer.config import ConsumerConfig
+from ecst.consumer.runner import Consumer, RebuildPolicy
+from ecst.consumer.store import StateStore
+from ecst.exceptions import EventError
+from tests.unit.consumer.envelopes import envelope, row
+from tests.unit.consumer.fakekafka import FakeConsumer, FakeProducer
+
+TOPIC = "producer.public.users"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def kafka(monkeypatch):
+    """Install a fake Kafka: `kafka(records)` returns the consumer the loop will read."""
+    made = {"producer": FakeProducer()}
+
+    def install(records):
+        made["consumer"] = FakeConsumer(TOPIC, records)
+        monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: made["consumer"])
+        monkeypatch.setattr("ecst.kafka.producer", lambda settings, **options: made["producer"])
+        monkeypatch.setattr("ecst.kafka.ensure_topic", lambda *args, **kwargs: None)
+        return made["consumer"]
+
+    install.producer = made["producer"]
+    return install
+
+
+def snapshot_then_changes():
+    return [
+        envelope("r", 1, 100, after=row(1), snapshot="first"),
+        envelope("r", 2, 100, after=row(2, bio=None), snapshot="true"),
+        envelope("r", 3, 100, after=row(3), snapshot="last"),
+        envelope("u", 1, 200, before=row(1), after=row(1, bio="changed")),
+        envelope("d", 2, 210, before=row(2, bio=None)),
+    ]
+
+
+def consumer(store, **options):
+    return Consumer(store, [TOPIC], bootstrap_servers="127.0.0.1:1", **options)
+
+
+def test_the_loop_applies_a_snapshot_and_changes_then_is_ready_and_stops_when_caught_up(store, kafka):
+    fake = kafka(snapshot_then_changes())
+    c = consumer(store, batch_size=2)  # three batches: the snapshot's last marker is in the second
+    assert c.not_ready_reason() == "snapshot not applied"
+    stats = c.run(until_caught_up=True)
+    rows = {r["id"]: r for r in store.rows("users")}
+    assert sorted(rows) == [1, 3] and rows[1]["bio"] == "changed" and rows[3]["bio"] == "hello"
+    assert store.stored_offsets() == {(TOPIC, 0): 5}
+    assert fake.commits[-1] == {(TOPIC, 0): 5}  # Kafka's offsets follow the state, for lag tools
+    assert (stats.batches, stats.records, stats.dead_lettered) == (3, 5, 0)
+    assert c.ready() and c.metrics.value("ecst_ready") == 1.0
+    assert c.metrics.value("ecst_snapshot_complete", topic=TOPIC) == 1.0
+
+
+def test_a_record_that_cannot_be_decoded_is_dead_lettered_and_its_offset_passed(store, kafka):
+    records = snapshot_then_changes()
+    records.insert(3, (b'{"id": 4}', b"not json"))
+    kafka(records)
+    stats = consumer(store, config=ConsumerConfig(dead_letter_topic="ecst.dlq")).run(until_caught_up=True)
+    assert store.stored_offsets() == {(TOPIC, 0): 6} and stats.dead_lettered == 1
+    [(topic, key, value, headers)] = kafka.producer.sent
+    assert (topic, key, value) == ("ecst.dlq", b'{"id": 4}', b"not json")
+    assert headers["ecst.stage"] == b"decode" and headers["ecst.source.offset"] == b"3"
+    assert headers["ecst.source.topic"] == TOPIC.encode() and b"JSON" in headers["ecst.error"]
+    assert sorted(r["id"] for r in store.rows("users")) == [1, 3]  # the good records all applied
+
+
+def test_with_fail_fast_a_bad_record_stops_the_loop_and_the_state_keeps_the_last_good_batch(store, kafka):
+    records = snapshot_then_changes()
+    records.insert(3, (b'{"id": 4}', b"not json"))
+    kafka(records)
+    config = ConsumerConfig(dead_letter_topic="ecst.dlq", fail_fast=True)
+    c = consumer(store, batch_size=3, config=config)
+    unchanged = "the state is unchanged from the last good batch"
+    with pytest.raises(EventError, match=rf"^{TOPIC}\[0\]@3: .*{unchanged}"):
+        c.run(until_caught_up=True)
+    assert store.stored_offsets() == {(TOPIC, 0): 3} and kafka.producer.sent == []
+    assert {r["id"]: r["bio"] for r in store.rows("users")} == {1: "hello", 2: None, 3: "hello"}
+
+
+def test_a_cold_start_that_meets_streamed_changes_but_no_markers_completes_the_copy(store, kafka):
+    kafka(snapshot_then_changes()[3:])  # the snapshot's records were compacted away
+    c = consumer(store)
+    c.run(until_caught_up=True)
+    assert c.snapshot_applied() and c.ready()
+
+
+def test_a_cold_start_with_only_snapshot_rows_so_far_waits_for_the_markers(store, kafka):
+    kafka(snapshot_then_changes()[1:2])  # a snapshot in progress: its `first` not read yet
+    c = consumer(store)
+    c.run(until_caught_up=True)
+    assert not c.snapshot_applied() and c.not_ready_reason() == "snapshot not applied"
+
+
+def test_a_rebuild_policy_filters_events_keeps_cold_starts_undecided_and_ends_the_run(store, kafka):
+    kafka(snapshot_then_changes()[3:])
+    turns = []
+    policy = RebuildPolicy(accept=lambda e: e.key["id"] == 1, cold_start_completes=False,
+                           until=lambda: turns.append(1) or len(turns) >= 2)
+    c = consumer(store, policy=policy)
+    stats = c.run()
+    assert len(turns) == 2  # ended by the policy, not by a stop event
+    assert [r["id"] for r in store.rows("users")] == [1] and stats.ignored == 1  # id 2 filtered
+    assert not c.snapshot_applied()  # a snapshot rebuild decides completion from the snapshot
