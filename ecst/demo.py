@@ -21,7 +21,8 @@ from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition, load_definition
 from ecst.consumer.runner import Consumer
-from ecst.consumer.store import ApplyStats, StateStore
+from ecst.consumer.store import StateStore
+from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConnectError
 from ecst.settings import Settings
 from ecst.stack import LocalStack

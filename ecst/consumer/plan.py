@@ -2,14 +2,16 @@
 
 Within a batch, several events on one key collapse to the one with the highest source position
 (ties: the later offset), so each key is written once. A truncate splits the batch: what came
-before it is applied first, then the truncate, then what came after.
+before it is applied first, then the truncate, then what came after. The upserts of one table are
+then grouped by the columns they leave unchanged, one statement per group (`group_by_unchanged`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,3 +89,32 @@ def plan_batch(events: Iterable[ChangeEvent]) -> list[Step]:
     if current.tables:
         steps.append(current)
     return steps
+
+
+@dataclass
+class RowGroup:
+    """Upsert rows that leave the same columns unchanged (TOAST placeholders), so that one
+    statement with one SET list writes them all; `ops` counts their events by operation."""
+
+    unchanged: frozenset[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ops: Counter[str] = field(default_factory=Counter)
+
+
+def group_by_unchanged(
+    events: Iterable[ChangeEvent], columns: Sequence[str], position_column: str
+) -> list[RowGroup]:
+    """The rows to upsert for `events`, grouped by the columns each leaves unchanged, in order of
+    first appearance. Each row has every one of `columns` (None where unchanged; a column absent
+    from `after` takes its value from the key, else None) and the event's position under
+    `position_column`."""
+    groups: dict[frozenset[str], RowGroup] = {}
+    for e in events:
+        after = e.after or {}
+        unchanged = frozenset(c for c, v in after.items() if v is UNCHANGED)
+        row = {c: (None if c in unchanged else after.get(c, e.key.get(c))) for c in columns}
+        row[position_column] = e.position
+        group = groups.setdefault(unchanged, RowGroup(unchanged))
+        group.rows.append(row)
+        group.ops[e.op] += 1
+    return list(groups.values())

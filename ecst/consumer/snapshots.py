@@ -14,13 +14,24 @@ A rebuild follows that later snapshot in its own shadow copy, which starts with 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.store import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
 
+SNAPSHOT_RUNNING, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE = "running", "pending", "complete"
 FIRST_MARKERS = frozenset({"first", "first_in_data_collection"})
 LAST_MARKERS = frozenset({"last", "last_in_data_collection"})
 MARKERS = FIRST_MARKERS | LAST_MARKERS
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """A topic's latest Debezium snapshot: running, pending (its last record is applied and
+    `targets` holds the end offsets each partition must reach), or complete."""
+
+    state: str
+    position: int
+    targets: dict[int, int] = field(default_factory=dict)
 
 
 def snapshot_transitions(

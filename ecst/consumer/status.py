@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from ecst.consumer.outage import reason, transient, unavailable
-from ecst.consumer.store import OFFSETS_TABLE, StateStore, make_engine
+from ecst.consumer.schema import OFFSETS_TABLE
+from ecst.consumer.store import StateStore, make_engine
 from ecst.exceptions import StateStoreError
 
 

@@ -1,7 +1,7 @@
 import dataclasses
 
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.plan import plan_batch
+from ecst.consumer.plan import group_by_unchanged, plan_batch
 
 
 def ev(op, id_, pos, offset, table="users"):
@@ -61,3 +61,33 @@ def test_the_kafka_tombstone_after_a_delete_keeps_the_deletes_position():
     # a tombstone alone (its delete event compacted away) deletes its key, in offset order
     (step,) = plan_batch([ev("u", 1, 200, 3), tombstone])
     assert step.tables["users"].deletes == [tombstone]
+
+
+# ---- group_by_unchanged: one upsert statement per set of unchanged (TOAST) columns ----------
+def upsert(id_, pos, op="u", **after):
+    return ChangeEvent(op=op, table="users", key={"id": id_}, after={"id": id_, **after}, position=pos,
+                       topic="t", partition=0, offset=pos)
+
+
+def test_rows_leaving_the_same_columns_unchanged_share_a_group_in_order_of_first_appearance():
+    from ecst.consumer.types import UNCHANGED
+
+    events = [upsert(1, 10, big=UNCHANGED, v=1), upsert(2, 11, op="c", big="b", v=2),
+              upsert(3, 12, big=UNCHANGED, v=3)]
+    groups = group_by_unchanged(events, ["id", "big", "v"], "pos")
+    assert [g.unchanged for g in groups] == [frozenset({"big"}), frozenset()]
+    assert groups[0].rows == [{"id": 1, "big": None, "v": 1, "pos": 10},
+                              {"id": 3, "big": None, "v": 3, "pos": 12}]
+    assert groups[1].rows == [{"id": 2, "big": "b", "v": 2, "pos": 11}]
+    assert (dict(groups[0].ops), dict(groups[1].ops)) == ({"u": 2}, {"c": 1})
+
+
+def test_a_column_missing_from_the_row_takes_the_key_value_or_none():
+    event = ChangeEvent(op="r", table="users", key={"id": 7, "region": "eu"}, after={"v": 1},
+                        position=5, topic="t", partition=0, offset=0)
+    (group,) = group_by_unchanged([event], ["id", "region", "v", "note"], "pos")
+    assert group.rows == [{"id": 7, "region": "eu", "v": 1, "note": None, "pos": 5}]
+
+
+def test_no_events_make_no_groups():
+    assert group_by_unchanged([], ["id"], "pos") == []

@@ -1,6 +1,5 @@
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.snapshots import snapshot_transitions
-from ecst.consumer.store import SnapshotState
+from ecst.consumer.snapshots import SnapshotState, snapshot_transitions
 
 
 def marker(snapshot, position, topic="t"):

@@ -155,33 +155,6 @@ def test_deletes_for_a_table_never_created_still_leave_tombstones(store):
     assert by_id(store) == {}
 
 
-def test_promote_swaps_a_shadow_copy_in_and_fences_the_live_writer(tmp_path):
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    live, writer = StateStore(url), StateStore(url)  # `writer`: a live consumer elsewhere
-    live.apply([event("r", 1, 100, 0, after=row(1, bio="old")), event("r", 9, 100, 1, after=row(9))],
-               {(TOPIC, 0): 2})
-    shadow = StateStore(url, namespace="ecst_shadow__")
-    shadow.apply([event("r", 1, 100, 0, after=row(1, bio="rebuilt")), event("r", 2, 100, 1, after=row(2))],
-                 {(TOPIC, 0): 7})
-    assert {r["id"] for r in live.rows("users")} == {1, 9}  # the shadow does not touch the live table
-
-    assert live.promote(shadow) == ["users"]
-    assert {r["id"]: r["bio"] for r in live.rows("users")} == {1: "rebuilt", 2: "hello"}
-    assert live.stored_offsets() == {(TOPIC, 0): 7}
-    assert not StateStore(url, namespace="ecst_shadow__").has_table("users")
-
-    # the other writer's next batch is refused until it re-reads the state's offsets
-    from ecst.consumer.store import StaleStateError
-
-    with pytest.raises(StaleStateError):
-        writer.apply([event("u", 1, 50, 3, after=row(1, bio="stale"))], {(TOPIC, 0): 4})
-    writer.refresh()
-    writer.apply([event("u", 1, 500, 7, after=row(1, bio="after swap"))], {(TOPIC, 0): 8})
-    assert {r["id"]: r["bio"] for r in live.rows("users")}[1] == "after swap"
-    for s in (live, writer):
-        s.close()
-
-
 def test_a_streams_opening_change_wins_over_the_snapshot_in_a_later_batch(store):
     # the snapshot row and the opening transaction's update arrive in different batches (and the
     # store is reopened in between): the partition's floor is kept with the offsets
@@ -199,25 +172,6 @@ def test_a_streams_opening_change_wins_over_the_snapshot_in_a_later_batch(store)
                         {(TOPIC, 0): 3})
     assert stats.stale == 1 and by_id(again)[944]["bio"] == "later"
     again.close()
-
-
-def test_offsets_of_an_older_state_get_the_floor_column(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url)
-    with engine.begin() as conn:  # the offsets table as ecst 0.1.0 created it
-        conn.exec_driver_sql("CREATE TABLE ecst_offsets (topic VARCHAR(255) NOT NULL, partition INTEGER "
-                             "NOT NULL, next_offset BIGINT NOT NULL, updated_at DATETIME NOT NULL, "
-                             "PRIMARY KEY (topic, partition))")
-        conn.exec_driver_sql(f"INSERT INTO ecst_offsets VALUES ('{TOPIC}', 0, 7, '2026-01-01')")
-    engine.dispose()
-    store = StateStore(url)
-    assert store.stored_offsets() == {(TOPIC, 0): 7}
-    store.apply([event("r", 1, 100, 7, after=row(1), snapshot="true")], {(TOPIC, 0): 8})
-    with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT position_floor FROM ecst_offsets")).scalar() == 100
-    store.close()
 
 
 def test_a_rejected_batch_that_created_its_table_leaves_no_stale_table_behind(store):
