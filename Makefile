@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+DOCS_STAMP := $(VENV)/.docs-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test faults faults-full lint venv stack-up stack-down clean
+.PHONY: demo test faults faults-full lint docs venv stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,15 @@ faults-full: venv
 
 lint: venv
 	$(VENV)/bin/ruff check ecst tests benchmarks
+
+# The documentation site (mkdocs.yml, docs/) into .site/; not part of `make test`.
+$(DOCS_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[test,docs]' --config-settings editable_mode=compat
+	rm -f $(VENV)/.docs-installed-*
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/mkdocs build --strict -d .site
 
 stack-up: venv
 	$(VENV)/bin/ecst stack up

@@ -93,7 +93,8 @@ def after_initial_snapshot(capture, timeout_s=90):
 
 def position_regressions(capture):
     """Per key, in the order the topic holds them: events whose position is lower than an
-    earlier event's for the same key (DESIGN.md asks to check this for incremental rows)."""
+    earlier event's for the same key (positions order events by commit, docs/positions.md;
+    checked here for incremental rows)."""
     reader = KafkaConsumer(capture.topic, bootstrap_servers=capture.stack.bootstrap,
                            auto_offset_reset="earliest", consumer_timeout_ms=5000)
     latest, regressions, incremental = {}, [], 0
@@ -270,7 +271,7 @@ def test_a_killed_incremental_rebuild_reports_progress_and_resumes(capture, tmp_
 
 @pytest.mark.parametrize("mode", ["incremental", "blocking"])
 def test_a_transaction_open_across_the_snapshot_is_not_lost(capture, tmp_path, mode):
-    # The experimental check DESIGN.md asks for (docs/positions.md): a transaction updates a row,
+    # The experiment docs/positions.md records: a transaction updates a row,
     # stays open while the snapshot reads that row (old value), and commits afterwards. Its change
     # record's LSN is below the snapshot row's position; ordering by commit keeps it.
     capture.create(rows=3000)

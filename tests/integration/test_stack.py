@@ -180,9 +180,9 @@ def test_next_up_makes_a_home_left_readable_owner_only(mktemp_stack):
     assert _exposed(_private(home)) == []
 
 
-# -- what REPLICATION lets the connector role read (README, least privilege) ------------------
+# -- what REPLICATION lets the connector role read (docs/security.md, least privilege) ---------
 def test_the_connector_role_decodes_a_table_it_cannot_select(local):
-    """Postgres semantics the README states: SELECT limits the snapshot, not the WAL."""
+    """Postgres semantics docs/security.md states: SELECT limits the snapshot, not the WAL."""
     pg = local.stack.postgres
     uid = uuid.uuid4().hex[:10]
     table, slot = f"private_{uid}", f"ecst_probe_{uid}"
@@ -211,7 +211,7 @@ def test_the_connector_role_decodes_a_table_it_cannot_select(local):
 
 
 def test_the_connector_role_cannot_copy_the_cluster_with_pg_basebackup(local, tmp_path):
-    """The stack's pg_hba.conf allows no physical replication connection (README, least privilege)."""
+    """The stack's pg_hba.conf allows no physical replication connection (docs/security.md)."""
     pg = local.stack.postgres
     basebackup = find_bindir(install=False) / "pg_basebackup"
     run = subprocess.run([str(basebackup), "-h", "127.0.0.1", "-p", str(pg.port), "-U", CONNECTOR_ROLE,

@@ -1,5 +1,6 @@
 """The CLI's contract: help everywhere, one-line errors, non-zero exits, nothing changed."""
 
+import re
 import socket
 from pathlib import Path
 
@@ -22,10 +23,38 @@ def all_commands(group=cli, prefix=("ecst",)):
             yield " ".join(path), cmd
 
 
+DOCS = ROOT / "docs"
+
+
+def command_reference() -> dict[str, str]:
+    """The commands docs/cli.md lists (the first cell of each table row, `ecst …`), each with the
+    cell that says which pages document it."""
+    rows = re.findall(r"^\| `(ecst [^`]*)` \|.*\| ([^|]*) \|$", (DOCS / "cli.md").read_text(), re.M)
+    return dict(rows)
+
+
+def page_text(name: str) -> str:
+    """A docs page as the site shows it: `--8<-- "FILE:SECTION"` lines replaced by that section."""
+    def snippet(m: re.Match) -> str:
+        source = (ROOT / m[1]).read_text()
+        return source[source.index(f"[start:{m[2]}]"):source.index(f"[end:{m[2]}]")]
+
+    return re.sub(r'^--8<-- "([^":]+):([^"]+)"$', snippet, (DOCS / name).read_text(), flags=re.M)
+
+
 @pytest.mark.parametrize("path, cmd", list(all_commands()), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_command_has_help_with_an_example_and_is_in_the_readme(path, cmd):
+def test_every_command_has_help_with_an_example_and_is_in_the_command_reference(path, cmd):
     assert cmd.help and "Example:" in cmd.help, f"{path} needs help text with an Example: block"
-    assert path in (ROOT / "README.md").read_text(), f"{path} is not documented in README.md"
+    reference = command_reference()
+    assert path in reference, f"{path} is not in docs/cli.md's command reference"
+    pages = re.findall(r"\]\(([^)#]+\.md)", reference[path])
+    assert pages, f"docs/cli.md names no page that documents {path}"
+    assert any(path in page_text(p) for p in pages), f"{path} is not documented in {', '.join(pages)}"
+
+
+def test_the_command_reference_lists_only_commands_that_exist():
+    stale = set(command_reference()) - {path for path, _ in all_commands()}
+    assert not stale, f"docs/cli.md lists commands that do not exist: {sorted(stale)}"
 
 
 def free_port():
