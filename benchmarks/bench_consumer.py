@@ -87,8 +87,9 @@ def bench_e2e(rows: int) -> dict[str, float]:
     from ecst.connectors import apply as apply_mod
     from ecst.connectors.client import ConnectClient
     from ecst.connectors.definition import parse_definition
+    from ecst.connectors.slots import wait_for_slot_inactive
     from ecst.consumer.runner import Consumer
-    from ecst.demo import delete_topics, topic_for, wait_for_slot_inactive
+    from ecst.demo import delete_topics, topic_for
 
     stack = LocalStack(Settings.from_env())
     stack.up()

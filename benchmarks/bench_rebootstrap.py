@@ -28,11 +28,12 @@ from ecst import source, verify  # noqa: E402
 from ecst.connectors import apply as apply_mod  # noqa: E402
 from ecst.connectors.client import ConnectClient  # noqa: E402
 from ecst.connectors.definition import parse_definition  # noqa: E402
+from ecst.connectors.slots import wait_for_slot_inactive  # noqa: E402
 from ecst.consumer.config import ConsumerConfig, TopicMapping  # noqa: E402
 from ecst.consumer.rebuild import SnapshotSource, rebuild  # noqa: E402
 from ecst.consumer.runner import Consumer  # noqa: E402
 from ecst.consumer.store import StateStore  # noqa: E402
-from ecst.demo import delete_topics, topic_for, wait_for_slot_inactive  # noqa: E402
+from ecst.demo import delete_topics, topic_for  # noqa: E402
 from ecst.settings import Settings  # noqa: E402
 from ecst.stack import LocalStack  # noqa: E402
 

@@ -20,6 +20,7 @@ from ecst import source, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition, load_definition
+from ecst.connectors.slots import wait_for_slot_inactive
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
 from ecst.consumer.writes import ApplyStats
@@ -67,15 +68,6 @@ def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 60.0) ->
             time.sleep(0.5)
     finally:
         admin.close()
-
-
-def wait_for_slot_inactive(conn: object, slot: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active",
-                       (slot,)).fetchone():
-        if time.monotonic() > deadline:
-            raise ConnectError(f"replication slot {slot} is still in use after {timeout_s:.0f} s")
-        time.sleep(0.5)
 
 
 def run_demo(settings: Settings, *, rows: int = 5000, echo: Echo = print) -> bool:

@@ -117,19 +117,6 @@ def source_rows(conn: psycopg.Connection, table: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
-def estimate_rows(conn: psycopg.Connection, table: str) -> int:
-    """The planner's row estimate for `table` (`schema.table` or `table`): cheap (EXPLAIN, nothing
-    is read) and read-only. For progress bars. There is deliberately no filter: a user's
-    condition never becomes SQL that ecst runs (`ecst.connectors.conditions`)."""
-    schema, _, name = table.rpartition(".")
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(ident)
-    with conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
-        plan = conn.execute(query).fetchone()[0]
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
 # How a column is compared (see the module docstring).
 VALUE, TEXT, JSON_DOC, ARRAY, DECIMAL, FLOAT = "value", "text", "json", "array", "decimal", "float"
 INTERVAL_MICROS, INTERVAL_ISO, UNSUPPORTED = "interval-micros", "interval-iso", "unsupported"

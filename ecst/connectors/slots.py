@@ -1,11 +1,15 @@
-"""The replication slot behind a Debezium Postgres connector: is it active, how much WAL it
-retains. An inactive slot that retains WAL is the classic way CDC fills a producer's disk."""
+"""The replication slot behind a Debezium Postgres connector: its status, waiting for it to be
+released, dropping it. An inactive slot that retains WAL is the classic way CDC fills a producer's disk."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+
+from ecst.exceptions import ConnectError
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 
@@ -33,3 +37,19 @@ def slot_status(conninfo: str, slot: str, password: str | None = None) -> SlotSt
     if row is None:
         return SlotStatus(slot, exists=False)
     return SlotStatus(slot, exists=True, active=bool(row[0]), retained_wal_bytes=row[1])
+
+
+def wait_for_slot_inactive(conn: Any, slot: str, timeout_s: float = 60.0) -> None:
+    """Wait until no walsender uses `slot` (a stopped connector releases it a moment later)."""
+    deadline = time.monotonic() + timeout_s
+    while conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active",
+                       (slot,)).fetchone():
+        if time.monotonic() > deadline:
+            raise ConnectError(f"replication slot {slot} is still in use after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def drop_inactive_slot(conn: Any, slot: str) -> None:
+    """Drop `slot` unless a walsender uses it (nothing happens when it does not exist)."""
+    conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                 "WHERE slot_name = %s AND NOT active", (slot,))

@@ -35,6 +35,11 @@ rebuild that recovers a lost replication slot).
 
 The bookkeeping (mode, signal id, where the notifications start, progress) is stored with the
 shadow, so running the same command again after a crash resumes; `restart=True` discards it.
+
+Here: `rebuild` (the steps every mode shares), one class per mode, and the shadow consumer. Beside
+it: `rebuild_state` (the bookkeeping, resume rules, result), `rebuild_wait` (waiting for a
+snapshot), `progress` (the progress line); the connector side is in `ecst.connectors`
+(`snapshot_source`, `notifications`, `reset`, `producer`).
 """
 
 from __future__ import annotations
@@ -42,19 +47,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from functools import partial
 
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from ecst.connectors import health, signals
-from ecst.connectors.client import ConnectClient
+from ecst import kafka
+from ecst.connectors import signals
 from ecst.connectors.conditions import check_condition
-from ecst.connectors.slots import slot_name
+from ecst.connectors.notifications import NotificationFollower, notification_offsets
+from ecst.connectors.producer import estimate_rows
+from ecst.connectors.reset import reset_connector
+from ecst.connectors.snapshot_source import SnapshotSource
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.events import ChangeEvent
+from ecst.consumer.progress import Progress
+from ecst.consumer.rebuild_state import (
+    SNAPSHOTTING,
+    STARTING,
+    PartitionRange,
+    RebuildResult,
+    RebuildState,
+    open_rebuild,
+)
+from ecst.consumer.rebuild_wait import ConnectorWatch, IncrementalCompletion, SnapshotStart
 from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.consumer.store import SHADOW, ApplyStats, StateStore
 from ecst.exceptions import ConfigError, RebuildError, SnapshotFailedError
@@ -62,146 +77,11 @@ from ecst.exceptions import ConfigError, RebuildError, SnapshotFailedError
 log = logging.getLogger(__name__)
 
 MODES = ("replay", "incremental", "blocking", "fresh")
-START_TIMEOUT_S = 120.0  # a snapshot the connector has not started by then is reported
 HEALTHY_WAIT_S = 30.0  # for tasks in passing states (UNASSIGNED, RESTARTING) before a signal
-WATCH_EVERY_S = 5.0  # how often the connector's tasks are checked while a rebuild waits
 SAVE_EVERY_S = 1.0
-SNAPSHOT_MODES_FOR_FRESH = {"initial", "always", "when_needed"}
 
-__all__ = ["MODES", "SHADOW", "Progress", "RebuildResult", "SnapshotSource", "rebuild", "replay"]
-
-
-@dataclass
-class Progress:
-    """How far a rebuild is: rows (snapshot modes) or offsets (replay) done out of those
-    expected, and the rate. `finished` is set on the rebuild's last report."""
-
-    done: int
-    expected: int
-    started: float
-    unit: str = "records"
-    finished: bool = False
-
-    @property
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.started, 1e-9)
-
-    @property
-    def eta_s(self) -> float | None:
-        if not self.expected or not self.done or self.rate <= 0:
-            return None
-        return max(0.0, self.expected - self.done) / self.rate
-
-    def line(self, width: int = 30) -> str:
-        if not self.expected:
-            return f"{self.done:,} {self.unit} applied (total unknown), {self.rate:,.0f}/s"
-        if self.done > self.expected or (self.finished and self.done != self.expected):
-            # the expected figure was an estimate (the planner's, for a snapshot mode)
-            return (f"[{'#' * width}] {self.done:,} {self.unit} (estimate was {self.expected:,}), "
-                    f"{self.rate:,.0f}/s")
-        frac = self.done / self.expected
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None and not self.finished else ""
-        return (f"[{bar}] {self.done:,}/{self.expected:,} {self.unit} ({frac:.0%}), "
-                f"{self.rate:,.0f}/s{eta}")
-
-
-@dataclass
-class RebuildResult:
-    """The summary of a rebuild."""
-
-    tables: list[str]
-    records: int
-    rows_before: dict[str, int]
-    rows_after: dict[str, int]
-    seconds: float
-    resumed: bool
-    mode: str = "replay"
-    snapshot_rows: int = 0
-    removed: dict[str, int] = field(default_factory=dict)  # live keys the source no longer has
-    merged: int | None = None  # filtered backfill: rows offered to the live state
-
-    def summary(self) -> str:
-        how = "resumed and finished" if self.resumed else "finished"
-        head = f"{self.mode} rebuild {how} in {self.seconds:.1f} s: {self.records:,} records read"
-        if self.mode != "replay":
-            head += f", {self.snapshot_rows:,} snapshot rows"
-        if self.merged is not None:
-            return head + f"; filtered backfill merged {self.merged:,} rows into the live state"
-        parts = []
-        for t in self.tables:
-            before, after = self.rows_before.get(t, 0), self.rows_after.get(t, 0)
-            parts.append(f"{t}: {after:,} rows (was {before:,}; {self.removed.get(t, 0):,} deleted "
-                         "rows reconciled)")
-        return head + "; " + "; ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "tables": self.tables, "records": self.records,
-                "snapshot_rows": self.snapshot_rows, "rows_before": self.rows_before,
-                "rows_after": self.rows_after, "removed": self.removed, "merged": self.merged,
-                "seconds": round(self.seconds, 3), "resumed": self.resumed}
-
-
-@dataclass
-class SnapshotSource:
-    """The connector side of a snapshot-based rebuild: how to reach it and signal it.
-
-    `producer` opens a connection to the producer database, when one is known: it is needed to
-    insert into the signal table (channel `source`) and to drop the slot (mode `fresh`), and is
-    used read-only for a row estimate (EXPLAIN of the whole table) for the progress bar.
-    `connect_log` is the Connect worker's log file, when it is readable from here (the local
-    stack's): Postgres's message for a snapshot query that failed is only there.
-    """
-
-    client: ConnectClient
-    connector: str
-    channel: str = "auto"
-    producer: Callable[[], Any] | None = None
-    connect_log: Path | None = None
-
-    def config(self) -> dict[str, str]:
-        config = self.client.get_config(self.connector)
-        if config is None:
-            raise RebuildError(f"connector {self.connector!r} does not exist on {self.client.url}: "
-                               "`ecst connectors list`")
-        return config
-
-    def state(self) -> str:
-        status = self.client.status(self.connector) or {}
-        return str((status.get("connector") or {}).get("state", "UNKNOWN"))
-
-    def _slot(self) -> str | None:
-        return slot_name(self.client.get_config(self.connector) or {})
-
-    def failure(self) -> health.Diagnosis | None:
-        """A FAILED task (or connector), diagnosed with its next step; None otherwise."""
-        status = self.client.status(self.connector)
-        return health.diagnose(self.connector, status, self._slot()) if status is not None else None
-
-    def problem(self, wait_s: float = 0.0) -> str | None:
-        """Why the connector cannot act on a snapshot signal now, with the next step; None when
-        it and every one of its tasks are RUNNING. Passing states (a task UNASSIGNED or
-        RESTARTING) are waited out for up to `wait_s`; a FAILED task is reported at once."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            status = self.client.status(self.connector)
-            if status is None:
-                return f"it does not exist on {self.client.url} (`ecst connectors list`)"
-            found = health.diagnose(self.connector, status, self._slot())
-            if found is not None:
-                return f"{found.message.rstrip('.')}. Next: {found.next}"
-            state = str((status.get("connector") or {}).get("state", "UNKNOWN"))
-            tasks = health.tasks_of(status)
-            if state == "RUNNING" and tasks and all(t.state == "RUNNING" for t in tasks):
-                return None
-            if state in ("PAUSED", "STOPPED"):
-                return (f"it is {state}: `ecst connectors resume {self.connector}`, then run this "
-                        "command again")
-            if time.monotonic() >= deadline:
-                what = ", ".join(f"task {t.id} is {t.state}" for t in tasks) or "it has no tasks"
-                return (f"it is {state} and {what}, not RUNNING (`ecst connectors status "
-                        f"{self.connector}`)")
-            time.sleep(1.0)
+__all__ = ["MODES", "SHADOW", "Progress", "RebuildResult", "RebuildState", "SnapshotSource", "rebuild",
+           "replay"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,12 +96,7 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
             restart: bool = False, progress: Callable[[Progress], None] | None = None
             ) -> RebuildResult:
     """Rebuild the state of every topic in `config` with `mode` (one of MODES)."""
-    if mode not in MODES:
-        raise ConfigError(f"rebuild mode {mode!r}: expected one of {', '.join(MODES)}")
-    if mode != "replay" and source is None:
-        raise ConfigError(f"a {mode} rebuild needs the connector (--connector) to signal")
-    if condition is not None and mode != "incremental":
-        raise ConfigError("--where (a filtered backfill) works with the incremental mode only")
+    prepare = _mode_of(mode, source, condition)
     if condition is not None:
         condition = check_condition(condition)  # one condition, or refused before anything is done
     started = time.monotonic()
@@ -229,42 +104,19 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
     live = StateStore(state_url)
     shadow = StateStore(state_url, namespace=SHADOW)
     try:
-        record = _open(shadow, mode, condition, restart)
-        resumed = record is not None
-        channels = None
-        if mode != "replay":
-            assert source is not None
-            channels = signals.Channels.of(source.connector, source.config())
-            _check(mode, source, channels)  # before anything is recorded or sent
-        if record is None:
-            record = _begin(shadow, mode, condition, topics, bootstrap, source, channels)
-        elif mode == "replay" and "offsets" not in record:  # begun by an older ecst
-            record.update(_replay_range(bootstrap, topics))
-        run = _Run(shadow, config, bootstrap, record, progress, mode, condition)
-        if record["phase"] == "starting":
-            _trigger(mode, record, source, channels, bootstrap)
-            record["phase"] = "snapshotting"
-            shadow.save_rebuild_record(record)
-        if mode == "replay":  # to the end offsets taken at start: `until` (or later ones, which the
-            # runner reaches past any trailing transaction markers: `until_caught_up`)
-            run.consumer.policy.until = run.reached
-            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)
-        elif mode == "incremental":
-            assert channels is not None and source is not None
-            follower = _Notifications(bootstrap, channels.require_notifications(), record, source)
-            try:
-                run.consumer.policy.until = follower.completed
-                run.consumer.run(on_batch=run.on_batch)
-            finally:
-                follower.close()
-                run.consumer.policy.until = None
-            run.consumer.run(until_caught_up=True, on_batch=run.on_batch)  # what was sent before
+        state = open_rebuild(shadow, mode, condition, restart)
+        resumed = state is not None
+        how = prepare(bootstrap, topics)  # its checks run before anything is recorded or sent
+        if state is None:
+            state = how.begin(shadow, condition)
         else:
-            assert source is not None
-            deadline = time.monotonic() + START_TIMEOUT_S
-            watch = _Watch(source, mode)
-            run.consumer.policy.until = lambda: _not_started(run.consumer, topics, deadline, mode, watch)
-            run.consumer.run(until_ready=True, on_batch=run.on_batch)
+            how.resume(state)
+        run = ShadowRun(shadow, config, bootstrap, state, progress)
+        if state.phase == STARTING:
+            how.trigger(state)
+            state.phase = SNAPSHOTTING
+            shadow.save_rebuild_record(state.to_dict())
+        how.consume(run)
         run.finish()
         return _finish(live, shadow, run, started, resumed, topics)
     except SnapshotFailedError as exc:
@@ -279,179 +131,233 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
         shadow.close()
 
 
-# --------------------------------------------------------------------------------------------
-def _open(shadow: StateStore, mode: str, condition: str | None, restart: bool) -> dict | None:
-    """The rebuild to resume, if any; refuses to mix modes."""
-    record = shadow.rebuild_record()
-    if restart:
-        shadow.discard()
-        return None
-    if record is None:
-        if shadow.tables() or shadow.stored_offsets():
-            if mode == "replay":  # a shadow without a record (an older ecst): resume the replay
-                return {"mode": "replay", "phase": "snapshotting", "condition": None,
-                        "rows_applied": 0, "rows_expected": 0, "started_at": time.time()}
-            raise RebuildError("a shadow copy without bookkeeping exists: re-run with --restart")
-        return None
-    if (record["mode"], record.get("condition")) != (mode, condition):
-        what = record["mode"] + (f" --where {record['condition']!r}" if record.get("condition") else "")
-        raise RebuildError(f"a {what} rebuild is in progress since "
-                           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started_at']))}: "
-                           f"run `ecst rebootstrap {what}` to resume it, or add --restart to discard it")
-    return record
-
-
-Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
-
-
-def _offsets(bootstrap: str, topics: list[str]) -> tuple[Offsets, Offsets]:
-    """(beginning, end) offsets of every partition of `topics` (empty for a missing topic)."""
-    probe = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
-        if not tps:
-            return {}, {}
-        begins, ends = probe.beginning_offsets(tps), probe.end_offsets(tps)
-        return ({(tp.topic, tp.partition): o for tp, o in begins.items()},
-                {(tp.topic, tp.partition): o for tp, o in ends.items()})
-    finally:
-        probe.close()
-
-
-def _replay_range(bootstrap: str, topics: list[str]) -> dict[str, Any]:
-    """What a replay reads: each partition from its beginning to its end offset of now, and the
-    offsets that spans (its progress total)."""
-    begins, ends = _offsets(bootstrap, topics)
-    return {"offsets": [[t, p, begins[(t, p)], end] for (t, p), end in sorted(ends.items())],
-            "rows_expected": sum(end - begins[tp] for tp, end in ends.items()), "unit": "offsets"}
-
-
-def _estimate(source: SnapshotSource | None, tables: list[str]) -> int:
-    """The planner's estimate of the tables' rows (a progress total; 0: unknown)."""
-    if source is None or source.producer is None:
-        return 0
-    from ecst.verify import estimate_rows
-
-    try:
-        with source.producer() as conn:
-            return sum(estimate_rows(conn, t) for t in tables)
-    except Exception as exc:  # an estimate only: the rebuild does not depend on it
-        log.warning("no row estimate from the producer database (%s)", exc)
-        return 0
-
-
-def _begin(shadow: StateStore, mode: str, condition: str | None, topics: list[str], bootstrap: str,
-           source: SnapshotSource | None, channels: signals.Channels | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"mode": mode, "condition": condition, "phase": "starting",
-                              "started_at": time.time(), "rows_applied": 0, "rate": 0.0,
-                              "signal_id": signals.new_signal_id(), "notify_from": {}}
+def _mode_of(mode: str, source: SnapshotSource | None, condition: str | None
+             ) -> Callable[[str, list[str]], _Mode]:
+    """How to prepare `mode`, or a ConfigError for a mode, connector or condition that cannot go
+    together (checked before anything is opened)."""
+    if mode not in MODES:
+        raise ConfigError(f"rebuild mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "replay":
-        record.update(_replay_range(bootstrap, topics))
-        shadow.begin_rebuild({}, record)
-        return record
-    assert source is not None and channels is not None
-    record["connector"] = source.connector
-    record["tables"] = [signals.data_collection(t, channels.prefix) for t in topics]
-    # a filtered backfill's total is unknown: ecst never runs the condition (not even in EXPLAIN)
-    record["rows_expected"] = 0 if condition else _estimate(source, record["tables"])
-    record["unit"] = "rows"
-    if mode == "incremental":
-        ntopic = channels.require_notifications()
-        record["notify_from"] = {str(p): o for (_t, p), o in _offsets(bootstrap, [ntopic])[1].items()}
-    start = _offsets(bootstrap, topics)[1]  # {} when the topic is gone (fresh): from its start
-    shadow.begin_rebuild(start, record)
-    log.info("%s rebuild starts at %s", mode, start)
-    return record
+        prepare: Callable[[str, list[str]], _Mode] = ReplayMode
+    elif source is None:
+        raise ConfigError(f"a {mode} rebuild needs the connector (--connector) to signal")
+    else:
+        prepare = partial(SNAPSHOT_MODES[mode].prepare, source)
+    if condition is not None and mode != "incremental":
+        raise ConfigError("--where (a filtered backfill) works with the incremental mode only")
+    return prepare
 
 
-def _check(mode: str, source: SnapshotSource, channels: signals.Channels) -> None:
-    """Refuse, with the key to set, a rebuild the connector is not configured for."""
-    if mode == "incremental":
-        channels.require_notifications()
-    if mode in ("incremental", "blocking") and channels.choose(source.channel) == "source" \
-            and source.producer is None:
-        raise ConfigError("the signal-table channel needs the producer database: pass "
-                          "--producer-url, or use --channel kafka")
-    if mode in ("incremental", "blocking"):  # `fresh` is what recovers a failed connector
-        problem = source.problem(wait_s=HEALTHY_WAIT_S)
+# -- the modes ---------------------------------------------------------------------------------
+class _Mode:
+    """One way to rebuild: what it records at the start, what it sets off, how long it reads."""
+
+    name = ""
+
+    def begin(self, shadow: StateStore, condition: str | None) -> RebuildState:
+        """Record a new rebuild and start its empty shadow copy."""
+        raise NotImplementedError
+
+    def resume(self, state: RebuildState) -> None:
+        """Complete the bookkeeping of a rebuild begun earlier, if needed."""
+
+    def trigger(self, state: RebuildState) -> None:
+        """Set off the snapshot the rebuild reads (once: phase `starting`)."""
+
+    def consume(self, run: ShadowRun) -> None:
+        """Read into the shadow until the rebuild is complete and the shadow caught up."""
+        raise NotImplementedError
+
+
+class ReplayMode(_Mode):
+    """The compacted topic from its beginning, to the end offsets taken at the start."""
+
+    name = "replay"
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap, self.topics = bootstrap, topics
+
+    def _range(self, state: RebuildState) -> None:
+        """What a replay reads: each partition from its beginning to its end offset of now, and
+        the offsets that spans (its progress total)."""
+        begins, ends = kafka.topic_offsets(self.bootstrap, self.topics)
+        state.offsets = [PartitionRange(t, p, begins[(t, p)], end) for (t, p), end in sorted(ends.items())]
+        state.rows_expected = sum(end - begins[tp] for tp, end in ends.items())
+        state.unit = "offsets"
+
+    def begin(self, shadow: StateStore, condition: str | None) -> RebuildState:
+        state = RebuildState(self.name, condition, signal_id=signals.new_signal_id())
+        self._range(state)
+        shadow.begin_rebuild({}, state.to_dict())
+        return state
+
+    def resume(self, state: RebuildState) -> None:
+        if state.offsets is None:  # begun by an older ecst
+            self._range(state)
+
+    def consume(self, run: ShadowRun) -> None:
+        # to the end offsets taken at start: `until` (or later ones, which the runner reaches past
+        # any trailing transaction markers: `until_caught_up`)
+        run.consume(run.reached, until_caught_up=True)
+
+
+class _SnapshotMode(_Mode):
+    """What the snapshot-based modes share: a connector, its channels, the start at the topics'
+    end offsets, and a row estimate for the progress bar."""
+
+    def __init__(self, source: SnapshotSource, channels: signals.Channels, bootstrap: str,
+                 topics: list[str]) -> None:
+        self.source, self.channels, self.bootstrap, self.topics = source, channels, bootstrap, topics
+
+    @classmethod
+    def prepare(cls, source: SnapshotSource, bootstrap: str, topics: list[str]) -> _SnapshotMode:
+        """The mode for `source`'s connector, or an error naming the key to set (or the failed
+        task) when the connector cannot take the snapshot."""
+        mode = cls(source, source.channels(), bootstrap, topics)
+        mode.check()
+        return mode
+
+    def check(self) -> None:
+        """Refuse, with the key to set, a rebuild the connector is not configured for."""
+
+    def _require_running(self, wait_s: float = 0.0) -> None:
+        problem = self.source.problem(wait_s=wait_s)
         if problem is not None:
-            raise SnapshotFailedError(f"connector {source.connector!r} cannot take the {mode} snapshot, so "
-                                      f"nothing was sent: {problem}")
+            raise SnapshotFailedError(f"connector {self.source.connector!r} cannot take the {self.name} "
+                                      f"snapshot, so nothing was sent: {problem}")
+
+    def _signalled_check(self) -> None:
+        """The checks of the modes that signal the connector (incremental, blocking)."""
+        if self.channels.choose(self.source.channel) == "source" and self.source.producer is None:
+            raise ConfigError("the signal-table channel needs the producer database: pass "
+                              "--producer-url, or use --channel kafka")
+        self._require_running(wait_s=HEALTHY_WAIT_S)  # `fresh` is what recovers a failed connector
+
+    def _estimate(self, tables: list[str]) -> int:
+        """The planner's estimate of the tables' rows (a progress total; 0: unknown)."""
+        if self.source.producer is None:
+            return 0
+        try:
+            with self.source.producer() as conn:
+                return sum(estimate_rows(conn, t) for t in tables)
+        except Exception as exc:  # an estimate only: the rebuild does not depend on it
+            log.warning("no row estimate from the producer database (%s)", exc)
+            return 0
+
+    def begin(self, shadow: StateStore, condition: str | None) -> RebuildState:
+        tables = [signals.data_collection(t, self.channels.prefix) for t in self.topics]
+        state = RebuildState(self.name, condition, signal_id=signals.new_signal_id(),
+                             connector=self.source.connector, tables=tables, unit="rows")
+        # a filtered backfill's total is unknown: ecst never runs the condition (not even in EXPLAIN)
+        state.rows_expected = 0 if condition else self._estimate(tables)
+        self._before_start(state)
+        start = kafka.topic_offsets(self.bootstrap, self.topics)[1]  # {} when the topic is gone (fresh)
+        shadow.begin_rebuild(start, state.to_dict())
+        log.info("%s rebuild starts at %s", self.name, start)
+        return state
+
+    def _before_start(self, state: RebuildState) -> None:
+        """Anything else to record before the shadow starts."""
+
+    def _signal(self, state: RebuildState) -> None:
+        self.source.config()  # the connector still exists
+        self._require_running()
+        signal = signals.SnapshotSignal(_signal_id(state), tuple(state.tables or ()), self.name,
+                                        state.condition)
+        self.source.send(signal, self.channels, self.bootstrap)
+
+    def _until_snapshot_applied(self, run: ShadowRun) -> None:
+        """Blocking and fresh: the run ends once every topic's snapshot (its `last` marker) is
+        applied and the shadow caught up with the end offsets of that moment."""
+        watch = ConnectorWatch(self.source, self.name)
+        run.consume(SnapshotStart(run.consumer, self.topics, self.name, watch), until_ready=True)
 
 
-def _trigger(mode: str, record: dict[str, Any], source: SnapshotSource | None,
-             channels: signals.Channels | None, bootstrap: str) -> None:
-    if mode == "replay":
-        return
-    assert source is not None and channels is not None
-    config = source.config()
-    if mode == "fresh":
-        _reset_connector(source, config)
-        return
-    problem = source.problem()
-    if problem is not None:
-        raise SnapshotFailedError(f"connector {source.connector!r} cannot take the {mode} snapshot, so "
-                                  f"nothing was sent: {problem}")
-    signal = signals.SnapshotSignal(record["signal_id"], tuple(record["tables"]), mode,
-                                    record.get("condition"))
-    channel = channels.choose(source.channel)
-    if channel == "source":
-        assert channels.signal_table is not None and source.producer is not None  # _check
-        with source.producer() as conn:
-            signals.send_via_table(conn, channels.signal_table, signal)
-    else:
-        assert channels.kafka_topic is not None  # the worker's signal.kafka.bootstrap.servers is
-        # the same cluster as seen from the worker; ecst produces through its own address
-        signals.send_via_kafka(bootstrap, channels.kafka_topic, channels.prefix, signal)
-    log.info("sent %s snapshot signal %s through the %s channel", mode, signal.id, channel)
+class IncrementalMode(_SnapshotMode):
+    """An incremental snapshot (an `execute-snapshot` signal), complete on Debezium's COMPLETED
+    notification for its signal id; with a condition, a filtered backfill."""
+
+    name = "incremental"
+
+    def check(self) -> None:
+        self.channels.require_notifications()
+        self._signalled_check()
+
+    def _before_start(self, state: RebuildState) -> None:
+        state.notify_from = notification_offsets(self.bootstrap, self.channels.require_notifications())
+
+    def trigger(self, state: RebuildState) -> None:
+        self._signal(state)
+
+    def consume(self, run: ShadowRun) -> None:
+        state = run.state
+        follower = NotificationFollower(self.bootstrap, self.channels.require_notifications(),
+                                        _signal_id(state), state.notify_from)
+        completed = IncrementalCompletion(follower, self.source, state.condition, list(state.tables or ()))
+        try:
+            run.consume(completed)
+        finally:
+            completed.close()
+        run.consume(None, until_caught_up=True)  # what was sent before
 
 
-def _reset_connector(source: SnapshotSource, config: dict[str, str]) -> None:
-    mode = config.get("snapshot.mode", "initial")
-    if mode not in SNAPSHOT_MODES_FOR_FRESH:
-        raise RebuildError(f"connector {source.connector!r} has snapshot.mode={mode}: a reset connector "
-                           f"would not snapshot; use one of {sorted(SNAPSHOT_MODES_FOR_FRESH)}")
-    client, name = source.client, source.connector
-    client.stop(name)
-    deadline = time.monotonic() + 60
-    while source.state() != "STOPPED":
-        if time.monotonic() > deadline:
-            raise RebuildError(f"connector {name!r} did not stop within 60 s (`ecst connectors status`)")
-        time.sleep(0.5)
-    slot = config.get("slot.name", "debezium")
-    if source.producer is not None:
-        from ecst.demo import wait_for_slot_inactive
+class BlockingMode(_SnapshotMode):
+    """A blocking snapshot (a signal): streaming pauses while the table is read."""
 
-        with source.producer() as conn:
-            wait_for_slot_inactive(conn, slot)
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s AND NOT active", (slot,))
-        log.info("dropped replication slot %s: the connector creates a new one", slot)
-    else:
-        log.warning("no producer database given: slot %s is kept; the new snapshot then streams "
-                    "from the slot's position (duplicates are harmless)", slot)
-    client.reset_offsets(name)
-    client.resume(name)
-    log.info("connector %s reset: it takes a new initial snapshot", name)
+    name = "blocking"
+
+    def check(self) -> None:
+        self._signalled_check()
+
+    def trigger(self, state: RebuildState) -> None:
+        self._signal(state)
+
+    def consume(self, run: ShadowRun) -> None:
+        self._until_snapshot_applied(run)
 
 
-class _Run:
+class FreshMode(_SnapshotMode):
+    """The connector reset (offsets deleted, slot dropped): it takes a new initial snapshot."""
+
+    name = "fresh"
+
+    def trigger(self, state: RebuildState) -> None:
+        reset_connector(self.source.client, self.source.connector, self.source.config(),
+                        self.source.producer)
+
+    def consume(self, run: ShadowRun) -> None:
+        self._until_snapshot_applied(run)
+
+
+def _signal_id(state: RebuildState) -> str:
+    if state.signal_id is None:
+        raise RebuildError(f"the {state.mode} rebuild in progress has no signal id in its bookkeeping: "
+                           "re-run with --restart")
+    return state.signal_id
+
+
+SNAPSHOT_MODES: dict[str, type[_SnapshotMode]] = {
+    m.name: m for m in (IncrementalMode, BlockingMode, FreshMode)}
+
+
+# -- the shadow consumer -----------------------------------------------------------------------
+class ShadowRun:
     """The shadow consumer of one rebuild, and its progress bookkeeping."""
 
-    def __init__(self, shadow: StateStore, config: ConsumerConfig, bootstrap: str, record: dict[str, Any],
-                 progress: Callable[[Progress], None] | None, mode: str, condition: str | None) -> None:
-        self.shadow, self.record, self.callback, self.mode = shadow, record, progress, mode
-        self.base = int(record.get("rows_applied", 0))
-        self.rows = _SnapshotRows(condition is not None) if mode != "replay" else None
+    def __init__(self, shadow: StateStore, config: ConsumerConfig, bootstrap: str, state: RebuildState,
+                 progress: Callable[[Progress], None] | None) -> None:
+        mode, condition = state.mode, state.condition
+        self.shadow, self.state, self.callback, self.mode = shadow, state, progress, mode
+        self.base = state.rows_applied
+        self.rows = SnapshotRows(condition is not None) if mode != "replay" else None
         # a replay reads each partition from its beginning to its end offset of the start
-        self.range = {(t, p): (b, e) for t, p, b, e in record.get("offsets", [])}
+        self.range = {(r.topic, r.partition): (r.begin, r.end) for r in state.offsets or ()}
         unit = "offsets" if mode == "replay" else "rows"
-        self.progress = Progress(self.base, int(record.get("rows_expected", 0)), time.monotonic(), unit)
+        self.progress = Progress(self.base, state.rows_expected, time.monotonic(), unit)
         # a snapshot mode knows completion from the snapshot itself, never from a caught-up replay
+        self.policy = RebuildPolicy(accept=self.rows, cold_start_completes=mode == "replay")
         self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
-                                 bootstrap_servers=bootstrap,
-                                 policy=RebuildPolicy(accept=self.rows,
-                                                      cold_start_completes=mode == "replay"))
+                                 bootstrap_servers=bootstrap, policy=self.policy)
         self.saved = 0.0
         self.at_end = False
         if mode == "replay":
@@ -469,8 +375,18 @@ class _Run:
         self.at_end = done == self.progress.expected and all(
             t in topics for t in self.consumer.topics)
 
+    def consume(self, until: Callable[[], bool] | None, *, until_caught_up: bool = False,
+                until_ready: bool = False) -> None:
+        """Run the shadow consumer until `until()` (or caught up, or ready)."""
+        self.policy.until = until
+        try:
+            self.consumer.run(until_caught_up=until_caught_up, until_ready=until_ready,
+                              on_batch=self.on_batch)
+        finally:
+            self.policy.until = None
+
     def reached(self) -> bool:
-        """For `until=`: the replay has read every partition to the end offset of its start."""
+        """For `until`: the replay has read every partition to the end offset of its start."""
         return self.at_end
 
     def on_batch(self, _stats: ApplyStats) -> None:
@@ -496,12 +412,12 @@ class _Run:
         now = time.monotonic()
         if force or now - self.saved >= SAVE_EVERY_S:
             self.saved = now
-            self.record["rows_applied"] = self.progress.done
-            self.record["rate"] = round(self.progress.rate, 1)
-            self.shadow.save_rebuild_record(self.record)
+            self.state.rows_applied = self.progress.done
+            self.state.rate = round(self.progress.rate, 1)
+            self.shadow.save_rebuild_record(self.state.to_dict())
 
 
-class _SnapshotRows:
+class SnapshotRows:
     """Counts the snapshot rows (op=r) a rebuild reads, as the consumer reads them (its `accept`
     hook). A batch writes each key once, as its newest event: a snapshot row followed in its
     batch by a streamed change to the same key is applied as that change, so the applied
@@ -514,7 +430,7 @@ class _SnapshotRows:
         self.read_to: dict[tuple[str, int], int] = {}  # next offset not yet counted
 
     def __call__(self, event: ChangeEvent) -> bool:
-        if self.only_incremental and not _snapshot_rows_only(event):
+        if self.only_incremental and not (event.op == "r" and event.snapshot == "incremental"):
             return False
         tp = (event.topic, event.partition)
         if event.offset >= self.read_to.get(tp, 0):
@@ -523,125 +439,13 @@ class _SnapshotRows:
         return True
 
 
-def _snapshot_rows_only(event: ChangeEvent) -> bool:
-    return event.op == "r" and event.snapshot == "incremental"
-
-
-class _Watch:
-    """Checks the connector's tasks every WATCH_EVERY_S while a rebuild waits for its snapshot:
-    a FAILED task will not deliver it."""
-
-    def __init__(self, source: SnapshotSource, mode: str) -> None:
-        self.source, self.mode = source, mode
-        self.next = time.monotonic() + WATCH_EVERY_S
-
-    def __call__(self) -> None:
-        if time.monotonic() < self.next:
-            return
-        self.next = time.monotonic() + WATCH_EVERY_S
-        found = self.source.failure()
-        if found is not None:
-            raise SnapshotFailedError(f"connector {self.source.connector!r} failed during the {self.mode} "
-                                      "snapshot, so the rebuild was discarded (the live state is untouched): "
-                                      f"{found.message.rstrip('.')}. Next: {found.next}")
-
-
-def _not_started(consumer: Consumer, topics: list[str], deadline: float, mode: str,
-                 watch: _Watch | None = None) -> bool:
-    """For `until=`: never stops the run, but fails it when no snapshot began in time, or when
-    the connector failed."""
-    if watch is not None:
-        watch()
-    if time.monotonic() > deadline and not any(t in consumer.snapshots for t in topics):
-        raise RebuildError(f"no {mode} snapshot started within {START_TIMEOUT_S:.0f} s: check the "
-                           "connector (`ecst connectors status`); re-running the same command "
-                           "resumes waiting")
-    return False
-
-
-class _Notifications:
-    """Follows the notification topic for one incremental snapshot (by signal id), and the
-    connector's tasks meanwhile."""
-
-    def __init__(self, bootstrap: str, topic: str, record: dict[str, Any], source: SnapshotSource) -> None:
-        self.signal_id = record["signal_id"]
-        self.condition = record.get("condition")
-        self.tables = list(record.get("tables", []))
-        self.source = source
-        self.watch = _Watch(source, "incremental")
-        self.topic = topic
-        self.deadline = time.monotonic() + START_TIMEOUT_S
-        self.started = False
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
-                                      auto_offset_reset="earliest")
-        self.start = {int(p): o for p, o in record["notify_from"].items()}
-        self.assigned = False
-
-    def _assign(self) -> None:
-        parts = self.consumer.partitions_for_topic(self.topic)
-        if not parts:
-            self.consumer.topics()  # refresh metadata: the topic appears with the first notification
-            return
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        for tp in tps:
-            self.consumer.seek(tp, self.start.get(tp.partition, 0))
-        self.assigned = True
-
-    def completed(self) -> bool:
-        if not self.assigned:
-            self._assign()
-        if self.assigned:
-            for messages in self.consumer.poll(timeout_ms=0).values():
-                for m in messages:
-                    n = signals.parse_notification(m.value)
-                    if n is None or n.id != self.signal_id:
-                        continue
-                    self.started = True
-                    log.info("incremental snapshot %s: %s %s", n.id, n.type, n.data)
-                    failure = n.scan_failure()
-                    if failure is not None:
-                        raise SnapshotFailedError(self._rejected(n, failure))
-                    if n.type == signals.ABORTED:
-                        raise SnapshotFailedError(f"Debezium aborted incremental snapshot {n.id} (a "
-                                                  "stop-snapshot signal, or see the connector's log); "
-                                                  f"{self._nothing()}, run the command again")
-                    if n.type == signals.COMPLETED:
-                        return True
-        self.watch()
-        if not self.started and time.monotonic() > self.deadline:
-            raise RebuildError(f"the connector did not start snapshot {self.signal_id} within "
-                               f"{START_TIMEOUT_S:.0f} s: is it RUNNING, and does it watch the signal "
-                               "channel? (`ecst connectors status`, `ecst connectors doctor`); re-running "
-                               "the same command resumes waiting")
-        return False
-
-    def _nothing(self) -> str:
-        done = "nothing was merged" if self.condition else "nothing was swapped in"
-        return f"{done} and the rebuild was discarded (the live state is untouched)"
-
-    def _rejected(self, n: signals.Notification, failure: str) -> str:
-        """The error for a table scan Debezium ended without reading the table."""
-        detail = ""
-        if n.data.get("status") == "SQL_EXCEPTION":
-            found = None
-            if self.source.connect_log is not None:
-                found = health.postgres_error_in_log(self.source.connect_log, self.tables)
-            detail = f" (Postgres: {found})" if found else " (Postgres's message is in Kafka Connect's log)"
-        fix = (f"correct --where {self.condition!r} and run the command again" if self.condition
-               else "fix the cause, then run the command again")
-        return f"Debezium rejected incremental snapshot {n.id}: {failure}{detail}; {self._nothing()}; {fix}"
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def _finish(live: StateStore, shadow: StateStore, run: _Run, started: float, resumed: bool,
+# -- the swap --------------------------------------------------------------------------------
+def _finish(live: StateStore, shadow: StateStore, run: ShadowRun, started: float, resumed: bool,
             topics: list[str]) -> RebuildResult:
-    record = run.record
-    result = RebuildResult([], run.consumer.stats.records, {}, {}, 0.0, resumed, record["mode"],
-                           run.progress.done if record["mode"] != "replay" else 0)
-    if record.get("condition"):
+    state = run.state
+    result = RebuildResult([], run.consumer.stats.records, {}, {}, 0.0, resumed, state.mode,
+                           run.progress.done if state.mode != "replay" else 0)
+    if state.condition:
         result.tables = shadow.tables()
         result.merged = live.merge_from(shadow)
         shadow.discard()
@@ -654,8 +458,8 @@ def _finish(live: StateStore, shadow: StateStore, run: _Run, started: float, res
         result.tables = live.promote(shadow)
         result.rows_after = {t: live.count(t) for t in result.tables}
     result.seconds = time.monotonic() - started
-    live.save_rebuild_record({**record, "phase": "complete", "finished_at": time.time(),
-                              "result": result.as_dict()})
+    state.phase, state.finished_at, state.result = "complete", time.time(), result.as_dict()
+    live.save_rebuild_record(state.to_dict())
     return result
 
 

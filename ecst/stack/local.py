@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecst.connectors import producer
+from ecst.connectors.producer import Target
 from ecst.settings import Secret, Settings, register_secret
 from ecst.stack import jars, process
 from ecst.stack.kafka import ConnectWorker, KafkaBroker, java
@@ -174,14 +176,15 @@ class LocalStack:
         return all(c.running for c in self.status()) and process.port_in_use(self.connect.port)
 
 
-def producer_target(settings: Settings, url: str | None = None) -> tuple[str, str | None] | None:
-    """(conninfo, password) of the producer database: `url`, else ECST_PRODUCER_URL, else the
-    local stack's when this home has one; None when none is known."""
-    if url:
-        return url, None
-    if settings.producer_url is not None:
-        return settings.producer_url.reveal(), None
+def local_producer(settings: Settings) -> Target | None:
+    """(conninfo, password) of this home's local stack's producer database, if it has one."""
     if (settings.home / "credentials.json").exists():
         stack = LocalStack(settings)
         return stack.postgres.conninfo(), stack.postgres.admin_password
     return None
+
+
+def producer_target(settings: Settings, url: str | None = None) -> Target | None:
+    """`ecst.connectors.producer.producer_target`, falling back to the local stack's database:
+    `url`, else ECST_PRODUCER_URL, else the local stack's when this home has one; None otherwise."""
+    return producer.producer_target(settings, url, fallback=local_producer)

@@ -20,10 +20,11 @@ from ecst import source, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import parse_definition
+from ecst.connectors.slots import wait_for_slot_inactive
 from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
-from ecst.demo import delete_topics, topic_for, wait_for_slot_inactive
+from ecst.demo import delete_topics, topic_for
 from tests.integration.stacks import start_stack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -58,7 +58,7 @@ def test_prune_deletes_only_connectors_that_lost_their_definition(capture, tmp_p
     names = capture.client.connectors()
     assert other["name"] not in names and capture.definition.name in names
     from ecst import source
-    from ecst.demo import wait_for_slot_inactive
+    from ecst.connectors.slots import wait_for_slot_inactive
 
     wait_for_slot_inactive(capture.conn, other["config"]["slot.name"])
     source.drop_capture(capture.conn, other["config"]["slot.name"], "none")

@@ -1,6 +1,6 @@
-"""Rebuild bookkeeping on a real SQLite file: progress, resume rules, shadow start, filtered
-merge through the guards, and the status report. (The modes themselves run on the real stack,
-in tests/integration/test_rebootstrap*.py.)"""
+"""Rebuilds on a real SQLite file: snapshot rows counted, replay progress, shadow start, filtered
+merge through the guards, the status report, and what is refused before anything is recorded.
+(The modes themselves run on the real stack, in tests/integration/test_rebootstrap*.py.)"""
 
 import time
 
@@ -8,10 +8,11 @@ import pytest
 
 from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.events import Record, decode
-from ecst.consumer.rebuild import Progress, RebuildResult, _open, _Run, _SnapshotRows
+from ecst.consumer.rebuild import ShadowRun, SnapshotRows
+from ecst.consumer.rebuild_state import RebuildState
 from ecst.consumer.status import render_text, state_status
 from ecst.consumer.store import SHADOW, StateStore
-from ecst.exceptions import RebuildError, StateStoreError
+from ecst.exceptions import StateStoreError
 from tests.unit.consumer.envelopes import envelope, row
 
 TOPIC = "producer.public.users"
@@ -27,24 +28,8 @@ def url(tmp_path):
     return f"sqlite:///{tmp_path / 'state.db'}"
 
 
-def test_progress_reads_with_and_without_a_known_total():
-    p = Progress(50, 200, time.monotonic() - 10, "rows")
-    assert p.line().startswith("[#######-----------------------] 50/200 rows (25%), 5/s, ETA 30 s")
-    unknown = Progress(50, 0, time.monotonic() - 10, "rows")
-    assert unknown.line() == "50 rows applied (total unknown), 5/s" and unknown.eta_s is None
-    beyond = Progress(250, 200, time.monotonic() - 10, "rows")  # the total was the planner's estimate
-    assert beyond.line().endswith("] 250 rows (estimate was 200), 25/s") and beyond.eta_s == 0
-
-
-def test_the_final_progress_line_is_full_and_says_whether_the_total_was_exact():
-    replayed = Progress(2320, 2320, time.monotonic() - 10, "offsets", finished=True)
-    assert replayed.line() == f"[{'#' * 30}] 2,320/2,320 offsets (100%), 232/s"  # no ETA: it ended
-    short = Progress(2990, 3000, time.monotonic() - 10, "rows", finished=True)  # estimate too high
-    assert short.line() == f"[{'#' * 30}] 2,990 rows (estimate was 3,000), 299/s"
-
-
 def test_snapshot_rows_are_counted_as_read_not_as_applied(url):
-    rows = _SnapshotRows(only_incremental=False)
+    rows = SnapshotRows(only_incremental=False)
     events = [event("r", 1, 100, 0, after=row(1), snapshot="first"),
               event("u", 1, 200, 1, after=row(1)),  # the same key, streamed, in the same batch
               event("r", 2, 100, 2, after=row(2), snapshot="last")]
@@ -53,7 +38,7 @@ def test_snapshot_rows_are_counted_as_read_not_as_applied(url):
     stats = StateStore(url).apply(events, {(TOPIC, 0): 3})
     assert stats.by_op["r"] == 1  # the batch wrote key 1 once, as its update
     assert all(rows(e) for e in events) and rows.count == 2  # a batch read again counts once
-    backfill = _SnapshotRows(only_incremental=True)
+    backfill = SnapshotRows(only_incremental=True)
     assert not backfill(events[0]) and backfill.count == 0
     assert backfill(event("r", 3, 100, 3, after=row(3), snapshot="incremental")) and backfill.count == 1
 
@@ -65,8 +50,8 @@ def test_replay_progress_counts_the_offsets_of_its_range_and_reaches_its_end(url
     shadow.begin_rebuild({}, record)
     config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
     reports = []
-    run = _Run(shadow, config, "127.0.0.1:1", record, lambda p: reports.append((p.done, p.line())),
-               "replay", None)
+    run = ShadowRun(shadow, config, "127.0.0.1:1", RebuildState.from_dict(record),
+                    lambda p: reports.append((p.done, p.line())))
     assert (run.progress.done, run.reached()) == (0, False)
     shadow.apply([], {(TOPIC, 0): 40})  # partition 1 not read yet: still at its beginning
     run.on_batch(None)
@@ -80,31 +65,6 @@ def test_replay_progress_counts_the_offsets_of_its_range_and_reaches_its_end(url
     run.finish()
     assert reports[-1][1].startswith(f"[{'#' * 30}] 145/145 offsets (100%)")
     assert shadow.rebuild_record()["rows_applied"] == 145
-    shadow.close()
-
-
-def test_the_summary_names_reconciled_deletes_or_the_merge():
-    full = RebuildResult(["users"], 120, {"users": 90}, {"users": 100}, 3.2, False, "incremental", 100,
-                         {"users": 4})
-    assert full.summary() == ("incremental rebuild finished in 3.2 s: 120 records read, 100 snapshot rows; "
-                              "users: 100 rows (was 90; 4 deleted rows reconciled)")
-    merged = RebuildResult(["users"], 10, {}, {}, 1.0, True, "incremental", 10, merged=10)
-    assert merged.summary().endswith("resumed and finished in 1.0 s: 10 records read, 10 snapshot rows; "
-                                     "filtered backfill merged 10 rows into the live state")
-
-
-def test_a_rebuild_resumes_only_in_its_own_mode_and_restart_discards_it(url):
-    shadow = StateStore(url, namespace=SHADOW)
-    shadow.begin_rebuild({(TOPIC, 0): 7}, {"mode": "incremental", "condition": None, "phase": "snapshotting",
-                                           "started_at": time.time(), "rows_applied": 3, "rows_expected": 9})
-    shadow.apply([event("r", 1, 100, after=row(1), snapshot="incremental")], {(TOPIC, 0): 8})
-    assert _open(shadow, "incremental", None, False)["rows_applied"] == 3
-    with pytest.raises(RebuildError, match="incremental rebuild is in progress.*--restart"):
-        _open(shadow, "blocking", None, False)
-    with pytest.raises(RebuildError, match="in progress"):
-        _open(shadow, "incremental", "id < 5", False)
-    assert _open(shadow, "blocking", None, True) is None  # --restart
-    assert shadow.tables() == [] and shadow.stored_offsets() == {} and shadow.rebuild_record() is None
     shadow.close()
 
 
