@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 
-from ecst import source, verify
+from ecst import kafka, source, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition, load_definition
@@ -52,7 +51,7 @@ def remove_connector(client: ConnectClient, name: str, timeout_s: float = 60.0) 
 
 
 def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin(bootstrap)
     try:
         existing = [t for t in topics if t in admin.list_topics()]
         if not existing:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from ecst.exceptions import StackError
+from ecst.exceptions import KafkaUnavailableError, StackError
 from ecst.stack import process
 from ecst.stack.private import UMASK, private_dir, write_private
 
@@ -169,8 +169,7 @@ class KafkaBroker(JavaComponent):
             raise StackError(f"formatting Kafka storage failed: {result.stdout[-800:]}{result.stderr[-800:]}")
 
     def _wait(self, pid: int, timeout_s: float) -> None:
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
+        from ecst import kafka
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -178,13 +177,14 @@ class KafkaBroker(JavaComponent):
                 raise self._died("Kafka")
             if process.port_in_use(self.port):
                 try:
-                    admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                    admin = kafka.admin(self.bootstrap, request_timeout_ms=5000)
                     try:
-                        admin.describe_cluster()
+                        with kafka.reaching(kafka.as_settings(self.bootstrap)):
+                            admin.describe_cluster()
                     finally:
                         admin.close()
                     return
-                except KafkaError:
+                except KafkaUnavailableError:
                     pass
             time.sleep(0.5)
         raise StackError(f"Kafka did not become ready in {timeout_s:.0f} s (log {self.log_file})")
