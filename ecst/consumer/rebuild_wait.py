@@ -40,8 +40,8 @@ class ConnectorWatch:
 
 
 class SnapshotStart:
-    """The rebuild policy's `until` while a blocking or fresh snapshot is awaited (the run itself ends when the
-    snapshot is applied): never stops the run, but fails it when no snapshot began within
+    """The rebuild policy's `until` while a blocking or fresh snapshot is awaited (the run itself
+    ends when the snapshot is applied): never stops the run, but fails it when no snapshot began within
     START_TIMEOUT_S, or when the connector failed."""
 
     def __init__(self, consumer: Consumer, topics: list[str], mode: str, watch: ConnectorWatch) -> None:
