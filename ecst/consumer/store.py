@@ -48,7 +48,7 @@ from ecst.consumer.outage import broken, reason, transient, unavailable, unusabl
 from ecst.consumer.plan import TableChanges, key_text, plan_batch
 from ecst.consumer.positions import commit_order
 from ecst.consumer.types import UNCHANGED, Field, sql_type
-from ecst.exceptions import StateStoreError
+from ecst.exceptions import StaleStateError, StateStoreError  # StaleStateError: re-exported
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -185,10 +185,6 @@ class ApplyStats:
     def merge(self, other: ApplyStats) -> None:
         self.by_table_op.update(other.by_table_op)
         self.stale += other.stale
-
-
-class StaleStateError(StateStoreError):
-    """The state was replaced (a rebuild was swapped in) since this store last looked."""
 
 
 class StateStore:
