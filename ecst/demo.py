@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka.errors import UnknownTopicOrPartitionError
 
 from ecst import kafka, source, verify
 from ecst.connectors import apply as apply_mod
@@ -23,7 +23,7 @@ from ecst.connectors.slots import wait_for_slot_inactive
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
 from ecst.consumer.writes import ApplyStats
-from ecst.exceptions import ConnectError
+from ecst.exceptions import ConnectError, StackError
 from ecst.settings import Settings
 from ecst.stack import LocalStack
 from ecst.stack.private import private_dir
@@ -63,7 +63,8 @@ def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 60.0) ->
         deadline = time.monotonic() + timeout_s
         while any(t in admin.list_topics() for t in existing):
             if time.monotonic() > deadline:
-                raise KafkaError(f"topics {existing} still exist after {timeout_s:.0f} s")
+                raise StackError(f"Kafka still holds topics {existing} {timeout_s:.0f} s after deleting "
+                                 "them: is the broker healthy? (`ecst stack status`), then re-run")
             time.sleep(0.5)
     finally:
         admin.close()

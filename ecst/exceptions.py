@@ -4,22 +4,26 @@
     ├── ConfigError             a settings value or environment variable is wrong
     ├── StackError              the local stack cannot be installed, started or reached
     │   ├── PortInUseError      a port the stack needs is taken by another process
-    │   └── KafkaUnavailableError   Kafka cannot be reached (names the bootstrap servers)
+    │   └── KafkaUnavailableError   Kafka cannot be reached at the bootstrap servers
     ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
     ├── ProducerError           the producer database is unknown or unreachable, or lacks what a
-    │                           connector needs (a key for every captured table)
+    │                           command needs (a key for every captured table, a table to verify)
     ├── ConnectError            the Kafka Connect REST API failed or is unreachable
     │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
     ├── EventError              a change event cannot be decoded or applied
     ├── StateStoreError         the state database cannot be used as a state store
-    │   └── StateStoreUnavailableError  it cannot be reached right now (an outage: waited out)
+    │   ├── StateStoreUnavailableError  it cannot be reached right now (an outage: waited out)
+    │   └── StaleStateError     a rebuild was swapped in since this store last looked (the
+    │                           consumer re-reads the offsets and goes on: no user sees it)
     └── RebuildError            a re-bootstrap cannot start or go on (the shadow copy is kept)
         └── SnapshotFailedError     the connector cannot take the snapshot (a task FAILED), or
                                     Debezium rejected it (the shadow copy is discarded)
 
-The CLI turns each of these into one line, `Error: …`, and a non-zero exit.
-Anything else is a bug and keeps its traceback.
+The CLI turns each of these into one line, `Error: …`, and exit code 1 (a ValidationError adds a
+line per rejected key, a ConnectorFailedError the first lines of the worker's trace). Errors of
+other libraries are turned into one of these where ecst meets them, `raise … from exc`: anything
+else is a bug and keeps its traceback.
 """
 
 
@@ -40,7 +44,8 @@ class PortInUseError(StackError):
 
 
 class KafkaUnavailableError(StackError):
-    """Kafka cannot be reached at the configured bootstrap servers."""
+    """Kafka cannot be reached at the bootstrap servers (refused, timed out, no broker answers).
+    A StackError, so that code catching the stack's errors catches it too."""
 
 
 class DefinitionError(EcstError):
@@ -48,8 +53,9 @@ class DefinitionError(EcstError):
 
 
 class ProducerError(EcstError):
-    """The producer database is unknown or unreachable, or lacks what a connector needs: e.g. a
-    captured table without a primary key that message.key.columns does not cover."""
+    """The producer database is unknown or unreachable, or lacks what a command needs: e.g. a
+    captured table without a primary key that message.key.columns does not cover, or a table
+    `ecst verify` is asked to compare."""
 
 
 class ConnectError(EcstError):
@@ -84,6 +90,10 @@ class StateStoreError(EcstError):
 class StateStoreUnavailableError(StateStoreError):
     """The state database cannot be reached right now (connection refused or lost, database not
     accepting connections, locked): an outage the consumer waits out, not a mistake to fix."""
+
+
+class StaleStateError(StateStoreError):
+    """The state was replaced (a rebuild was swapped in) since this store last looked."""
 
 
 class RebuildError(EcstError):

@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ecst.exceptions import KafkaUnavailableError
+from ecst.exceptions import ConfigError, KafkaUnavailableError
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 REQUEST_TIMEOUT_MS = 30000
@@ -27,6 +27,14 @@ class KafkaSettings:
     """How to reach the Kafka cluster; what every client shares."""
 
     bootstrap_servers: str
+
+    def __post_init__(self) -> None:
+        for server in self.servers or [""]:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"bootstrap servers {self.bootstrap_servers!r}: {server!r} is not host:port; "
+                                  "use host:port[,host:port] (--bootstrap-servers, kafka.bootstrap_servers "
+                                  "or ECST_BOOTSTRAP_SERVERS)")
 
     @property
     def servers(self) -> list[str]:

@@ -18,6 +18,8 @@ from ecst.exceptions import ConfigError
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_QUERY_PASSWORD = re.compile(r"[?&]password=(?P<pw>[^&\s]*)", re.IGNORECASE)
 
 
 _KNOWN_SECRETS: set[str] = set()  # every Secret's value, for the log filter
@@ -56,9 +58,16 @@ def register_secret(value: str) -> None:
 
 
 def _secret_parts(value: str) -> list[str]:
-    """The value itself, or for a URL its password: long enough not to mask innocent words."""
+    """The value itself, or for a URL its password (none: nothing to hide, so that a message can
+    name e.g. a SQLite state file): each long enough not to mask innocent words."""
     m = _URL_PASSWORD.search(value)
-    parts = [m["pw"]] if m else [value]
+    if m:
+        parts = [m["pw"]]
+    elif _URL.match(value):
+        parts = []
+    else:
+        parts = [value]
+    parts += [q["pw"] for q in _QUERY_PASSWORD.finditer(value)]
     return [p for p in parts if len(p) >= 6]
 
 

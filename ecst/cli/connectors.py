@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -11,36 +10,18 @@ from typing import Any
 import click
 import psycopg
 
-from ecst.cli.main import cli
+from ecst.cli.options import cluster_options
 from ecst.connectors import apply as apply_mod
+from ecst.connectors import producer as producer_db
 from ecst.connectors.client import ConnectClient
-from ecst.connectors.contexts import resolve
 from ecst.connectors.definition import ConnectorDefinition, load_definitions, mask_config
 from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.health import Deployment, tasks_of, trace_summary
 from ecst.connectors.health import diagnose as connector_problem
 from ecst.connectors.slots import slot_name, slot_status
-from ecst.exceptions import ConnectError
+from ecst.exceptions import ConnectError, ProducerError
 from ecst.settings import Settings
 from ecst.stack.local import producer_target
-
-
-def cluster_options(f: Callable) -> Callable:
-    """--connect-url / --context / --user on every command that talks to Connect."""
-    @click.option("--connect-url", envvar="ECST_CONNECT_URL",
-                  help="Kafka Connect REST URL. Default: the context's, else the local stack's.")
-    @click.option("--context", help="Named cluster from ~/.config/ecst/contexts.yaml (ECST_CONTEXTS).")
-    @click.option("--user", envvar="ECST_CONNECT_USER",
-                  help="Basic-auth user; the password is read from ECST_CONNECT_PASSWORD.")
-    @functools.wraps(f)
-    def wrapper(*args: Any, connect_url: str | None, context: str | None, user: str | None,
-                **kwargs: Any) -> Any:
-        settings: Settings = click.get_current_context().obj
-        ctx = resolve(connect_url, context, settings.effective_connect_url, user)
-        return f(*args, client=ConnectClient(ctx.url, auth=ctx.auth), **kwargs)
-
-    return wrapper
-
 
 output_option = click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
                              show_default=True, help="Output format.")
@@ -78,7 +59,7 @@ def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-@cli.group()
+@click.group()
 def connectors() -> None:
     """Manage Kafka Connect connectors from reviewed YAML files.
 
@@ -236,7 +217,8 @@ def doctor_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, p
     settings: Settings = click.get_current_context().obj
     target = producer_target(settings, producer_url)
     if target is None:
-        raise ConnectError("doctor needs the producer database: pass --producer-url or set ECST_PRODUCER_URL")
+        raise ProducerError("doctor needs the producer database: pass --producer-url or set "
+                            "ECST_PRODUCER_URL")
     failed, report = False, []
     for d in load_definitions(list(files), env=env):
         if slot_name(d.config) is None:
@@ -245,12 +227,13 @@ def doctor_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, p
             deployed: Deployment | None = Deployment.read(client, d.name)
         except ConnectError:  # the database checks still stand; the slot check says what is unknown
             deployed = None
-        try:
-            with psycopg.connect(target[0], password=target[1], connect_timeout=5) as conn:
+        with producer_db.connect(*target) as conn:
+            try:
                 findings = diagnose(conn, d, role=role, max_retained_wal=max_retained_wal, deployed=deployed)
-        except psycopg.OperationalError as exc:
-            raise ConnectError(f"cannot reach the producer database: {str(exc).strip().splitlines()[0]}") \
-                from exc
+            except psycopg.OperationalError as exc:  # the connection was lost during the checks
+                raise ProducerError(f"lost the producer database {producer_db.describe(target[0])} during "
+                                    f"the checks ({producer_db.first_line(exc)}): check that it is running, "
+                                    "then re-run doctor") from exc
         failed = failed or any(f.status == FAIL for f in findings)
         report.append({"connector": d.name, "findings": [f.as_dict() for f in findings]})
         if output == "text":

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ecst.cli.main import cli
+from ecst.cli.errors import ensure_state_folder
 from ecst.consumer.config import (
     DEFAULT_TOPIC,
     MAX_BATCH_SIZE,
@@ -34,7 +34,7 @@ from ecst.settings import Secret, Settings
 log = logging.getLogger("ecst.consume")
 
 
-@cli.command()
+@click.command()
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
               help="Consumer YAML (topics, mapping, dead-letter topic, readiness, HTTP port).")
 @click.option("--state-url", envvar="ECST_STATE_URL",
@@ -121,7 +121,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
                    err=True)
     try:
         check_mappings(config, bootstrap)  # a mapping the records do not fit: nothing is written
-        store = wait_for_store(lambda: StateStore(config.state_url.reveal()), health, stop)
+        store = wait_for_store(lambda: _open_store(config), health, stop)
         if store is None:
             click.echo("stopped while waiting for the state store: nothing was applied", err=True)
             return
@@ -141,6 +141,11 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
     )
     for line in why_nothing(running[0].topics, stats):
         click.echo(line, err=True)
+
+
+def _open_store(config: ConsumerConfig) -> StateStore:
+    ensure_state_folder(config.state_url.reveal())  # a folder that cannot be created: one line
+    return StateStore(config.state_url.reveal())
 
 
 def serve(config: ConsumerConfig, name: str, **endpoints: Any) -> StatusServer:

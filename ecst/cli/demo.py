@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ecst.cli.main import cli
+from ecst.cli.errors import kafka_errors
 from ecst.demo import run_demo
 from ecst.settings import Settings
 
 
-@cli.command()
+@click.command()
 @click.option("--rows", default=5000, show_default=True,
               help="Users in the producer's table before the connector exists.")
 @click.pass_obj
@@ -20,5 +20,7 @@ def demo(settings: Settings, rows: int) -> None:
     Example:
         ecst demo --rows 5000
     """
-    if not run_demo(settings, rows=rows, echo=click.echo):
+    with kafka_errors(f"127.0.0.1:{settings.kafka_port}"):  # the local stack's broker
+        matches = run_demo(settings, rows=rows, echo=click.echo)
+    if not matches:
         raise SystemExit(1)

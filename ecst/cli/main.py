@@ -1,4 +1,5 @@
-"""`ecst`: the root command, shared options, logging and the error-to-exit-code policy."""
+"""`ecst`: the root command (every command module's commands added to it), logging and the
+error-to-exit-code policy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import sys
 import click
 
 from ecst import __version__
+from ecst.cli.connectors import connectors
+from ecst.cli.consume import consume
+from ecst.cli.demo import demo
+from ecst.cli.rebootstrap import rebootstrap
+from ecst.cli.stack import stack
+from ecst.cli.state import status, verify
 from ecst.exceptions import ConnectorFailedError, EcstError
 from ecst.settings import RedactingFilter, Settings, redact
 
@@ -29,6 +36,7 @@ class EcstGroup(click.Group):
 
 
 def setup_logging(verbose: int) -> None:
+    """Log to stderr, every line redacted; ecst's own loggers at WARNING unless -v."""
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -59,8 +67,10 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     ctx.obj = Settings.from_env(home=home)
 
 
+for command in (stack, connectors, consume, rebootstrap, status, verify, demo):
+    cli.add_command(command)
+
+
 def main() -> None:
     """Console-script entry point."""
-    from ecst.cli import connectors, consume, demo, rebootstrap, stack  # noqa: F401  (registers commands)
-
     cli(prog_name="ecst")

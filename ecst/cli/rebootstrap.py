@@ -1,52 +1,29 @@
-"""`ecst rebootstrap`, `ecst status` and `ecst verify`: rebuild the private state, follow a rebuild, or
-check whether the state drifted."""
+"""`ecst rebootstrap …`: rebuild the private state into a shadow copy and swap it in."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 import psycopg
 
-from ecst.cli.connectors import cluster_options
-from ecst.cli.main import cli
+from ecst.cli.errors import ensure_state_folder, kafka_errors, one_shot_state
+from ecst.cli.options import cluster_options, consumer_config, with_state_options
+from ecst.connectors import producer as producer_db
 from ecst.connectors.client import ConnectClient
-from ecst.consumer.config import ConsumerConfig, load_consumer_config
+from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.rebuild import Progress
-from ecst.consumer.store import StateStore
-from ecst.exceptions import ConfigError
-from ecst.settings import Secret, Settings
+from ecst.settings import Settings
 from ecst.stack.local import producer_target
 
-
-def _config(config_file: str | None, state_url: str | None, topics: tuple[str, ...],
-            group: str | None) -> ConsumerConfig:
-    config = load_consumer_config(config_file) if config_file else ConsumerConfig()
-    if topics:
-        config = config.with_(topics=tuple(config.mapping(t) for t in topics))
-    return config.with_(state_url=Secret(state_url) if state_url else None, group_id=group)
+RESUME = ", then re-run the command (an unfinished rebuild resumes)"
 
 
-state_options = [
-    click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
-                 help="The consumer's YAML (topics, mapping, state URL)."),
-    click.option("--state-url", envvar="ECST_STATE_URL", help="SQLAlchemy URL of the private state."),
-    click.option("--topic", "topics", multiple=True, help="Debezium change topic; repeatable."),
-]
-
-
-def with_state_options(f):  # noqa: ANN001, ANN201 (a decorator)
-    for option in reversed(state_options):
-        f = option(f)
-    return f
-
-
-@cli.group()
+@click.group()
 def rebootstrap() -> None:
     """Rebuild the private state into a shadow copy and swap it in atomically.
 
@@ -93,6 +70,18 @@ def _bootstrap(settings: Settings, config: ConsumerConfig, given: str | None) ->
     return given or config.bootstrap_servers or settings.effective_bootstrap_servers
 
 
+PRODUCER_FIX = f"{producer_db.FIX}{RESUME}"
+
+
+@contextmanager
+def _edges(config: ConsumerConfig, bootstrap: str) -> Iterator[None]:
+    """A rebuild's state database or Kafka that cannot be reached: one line saying what to do."""
+    ensure_state_folder(config.state_url.reveal())
+    with one_shot_state(f"check that it is running and reachable from here{RESUME}"), \
+            kafka_errors(bootstrap, RESUME):
+        yield
+
+
 common_options = [
     click.option("--group", envvar="ECST_GROUP_ID",
                  help="The live consumer's group (the rebuild reads as <group>-rebuild)."),
@@ -102,7 +91,8 @@ common_options = [
 ]
 
 
-def with_common_options(f):  # noqa: ANN001, ANN201 (a decorator)
+def with_common_options(f: Callable) -> Callable:
+    """--group, --bootstrap-servers and --restart, and the state options: every rebootstrap mode's."""
     for option in reversed(common_options):
         f = option(f)
     return with_state_options(f)
@@ -125,11 +115,12 @@ def replay_cmd(settings: Settings, config_file: str | None, state_url: str | Non
     """
     from ecst.consumer.rebuild import replay
 
-    config = _config(config_file, state_url, topics, group)
+    config = consumer_config(config_file, state_url, topics, group)
+    bootstrap = _bootstrap(settings, config, bootstrap_servers)
     progress, done = _progress_printer()
     try:
-        result = replay(config.state_url.reveal(), config, _bootstrap(settings, config, bootstrap_servers),
-                        restart=restart, progress=progress)
+        with _edges(config, bootstrap):
+            result = replay(config.state_url.reveal(), config, bootstrap, restart=restart, progress=progress)
     finally:
         done()
     click.echo(result.summary())
@@ -160,21 +151,22 @@ def _snapshot_command(mode: str, help_text: str, options: tuple[Callable, ...] =
                 channel: str = "auto", where: str | None = None) -> None:
         from ecst.consumer.rebuild import SnapshotSource, rebuild
 
-        config = _config(config_file, state_url, topics, group)
+        config = consumer_config(config_file, state_url, topics, group)
+        bootstrap = _bootstrap(settings, config, bootstrap_servers)
         target = producer_target(settings, producer_url)
         opener = None
         if target is not None:
             conninfo, password = target
 
             def opener() -> psycopg.Connection:
-                return psycopg.connect(conninfo, password=password, connect_timeout=5, autocommit=True)
+                return producer_db.connect(conninfo, password, autocommit=True, fix=PRODUCER_FIX)
 
         source = SnapshotSource(client, connector, channel, opener, _connect_log(settings, client))
         progress, done = _progress_printer()
         try:
-            result = rebuild(mode, config.state_url.reveal(), config,
-                             _bootstrap(settings, config, bootstrap_servers), source=source,
-                             condition=where, restart=restart, progress=progress)
+            with _edges(config, bootstrap):
+                result = rebuild(mode, config.state_url.reveal(), config, bootstrap, source=source,
+                                 condition=where, restart=restart, progress=progress)
         finally:
             done()
         click.echo(result.summary())
@@ -236,80 +228,3 @@ FRESH_HELP = """Reset the connector so it takes a new initial snapshot, into a s
 incremental_cmd = _snapshot_command("incremental", INCREMENTAL_HELP, (CHANNEL, WHERE))
 blocking_cmd = _snapshot_command("blocking", BLOCKING_HELP, (CHANNEL,))
 fresh_cmd = _snapshot_command("fresh", FRESH_HELP)
-
-
-@cli.command()
-@with_state_options
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def status(config_file: str | None, state_url: str | None, topics: tuple[str, ...], output: str) -> None:
-    """Show the private state: tables, offsets, snapshots, and any rebuild in progress.
-
-    Read-only. The same rebuild figures are on the consumer's /metrics (ecst_rebuild_*).
-
-    \b
-    Example:
-        ecst status -c consumer/users.yaml
-    """
-    from ecst.consumer.status import state_status
-
-    config = _config(config_file, state_url, topics, None)
-    report = state_status(config.state_url.reveal())
-    if output == "json":
-        click.echo(json.dumps(report, indent=2, default=str))
-    else:
-        click.echo(report_text(report))
-
-
-def report_text(report: dict[str, Any]) -> str:
-    from ecst.consumer.status import render_text
-
-    return render_text(report)
-
-
-@cli.command()
-@with_state_options
-@click.option("--producer-url", envvar="ECST_PRODUCER_URL",
-              help="The producer database (read only). Default: the local stack's.")
-@click.option("--range-size", default=1000, show_default=True, help="Keys per checksummed range.")
-@click.pass_obj
-def verify(settings: Settings, config_file: str | None, state_url: str | None, topics: tuple[str, ...],
-           producer_url: str | None, range_size: int) -> None:
-    """Compare the private state with the producer's tables; exit 1 on drift. Read-only on both.
-
-    Row counts and a checksum per key range first, then the keys that differ. Each column is
-    compared in the form the consumer stores it (intervals in the connector's
-    interval.handling.mode, inet/cidr as text, json by value, NULL apart from JSON null); columns
-    of types verify cannot compare (geometric, bit strings) are named in the output.
-
-    \b
-    Example:
-        ecst verify -c consumer/users.yaml
-    """
-    from ecst.verify import read_state, verify_table
-
-    config = _config(config_file, state_url, topics, None)
-    target = producer_target(settings, producer_url)
-    if target is None:
-        raise ConfigError("verify needs the producer database: pass --producer-url or set ECST_PRODUCER_URL")
-    conninfo, password = target
-    store = StateStore(config.state_url.reveal())
-    drifted = False
-    source_table = ""
-    try:
-        with psycopg.connect(conninfo, password=password, connect_timeout=5) as conn:
-            for m in config.topics:
-                parts = m.topic.split(".")
-                source_table = ".".join(parts[-2:]) if len(parts) >= 3 else parts[-1]
-                state_table = m.table or parts[-1]
-                drift = verify_table(conn, source_table, read_state(store, state_table), state_table,
-                                     m.columns, list(m.key) if m.key else None, range_size)
-                drifted = drifted or drift.drifted
-                click.echo(drift.summary())
-    except psycopg.Error as exc:
-        where = f"the producer table {source_table}" if source_table else "the producer database"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot read {where}: {reason}") from exc
-    finally:
-        store.close()
-    if drifted:
-        raise SystemExit(1)

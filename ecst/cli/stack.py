@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ecst.cli.main import cli
 from ecst.settings import Settings
 from ecst.stack import LocalStack
 
 
-@cli.group()
+@click.group()
 def stack() -> None:
     """Run Postgres, Kafka (KRaft) and Kafka Connect + Debezium locally, without Docker.
 

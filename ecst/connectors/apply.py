@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from ecst.connectors import producer as producer_db
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.definition import ConnectorDefinition
 from ecst.connectors.keys import require_keys
@@ -63,25 +64,17 @@ def check_keys(definitions: list[ConnectorDefinition],
             "any role that can log in will do, it only reads the catalog), or --skip-key-check to go "
             "without the check")
     conninfo, password = producer
-    try:
-        conn = psycopg.connect(conninfo, password=password, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise ProducerError(
-            f"cannot reach the producer database to check the captured tables' keys "
-            f"({_first_line(exc)}): fix --producer-url (or ECST_PRODUCER_URL), or pass "
-            "--skip-key-check to go without the check") from exc
+    conn = producer_db.connect(conninfo, password, purpose=" to check the captured tables' keys",
+                               fix="fix --producer-url (or ECST_PRODUCER_URL), or pass --skip-key-check "
+                                   "to go without the check")
     try:
         with conn, conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             for d in checked:
                 require_keys(conn, d)
     except psycopg.Error as exc:
-        raise ProducerError(f"the producer database refused the key check: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise ProducerError(f"the producer database refused the key check: "
+                            f"{producer_db.first_line(exc)}") from exc
 
 
 def validate(client: ConnectClient, definition: ConnectorDefinition) -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 import requests
 
-from ecst.exceptions import ConnectError
+from ecst.exceptions import ConfigError, ConnectError
+from ecst.settings import mask_url
 
 NOT_FOUND = object()  # what `request(..., ok_404=True)` returns for an HTTP 404
 
@@ -54,6 +55,16 @@ class ConnectClient:
                 raise ConnectError(
                     f"Kafka Connect at {self.url} did not answer {method} {path} "
                     f"within {self.timeout_s:.0f} s"
+                ) from exc
+            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidSchema) as exc:
+                raise ConfigError(
+                    f"Kafka Connect URL {mask_url(self.url)!r} is not an http(s) URL: use "
+                    "http://HOST:PORT (--connect-url, ECST_CONNECT_URL, or the context's url)"
+                ) from exc
+            except requests.RequestException as exc:  # e.g. too many redirects, a broken response
+                raise ConnectError(
+                    f"{method} {path} to Kafka Connect at {self.url} failed: {mask_url(str(exc))}"
                 ) from exc
             if _rebalancing(r) and attempt < self.retries_409:
                 time.sleep(delay)

@@ -72,7 +72,7 @@ from ecst.consumer.rebuild_state import (
 from ecst.consumer.rebuild_wait import ConnectorWatch, IncrementalCompletion, SnapshotStart
 from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.consumer.store import SHADOW, ApplyStats, StateStore
-from ecst.exceptions import ConfigError, RebuildError, SnapshotFailedError
+from ecst.exceptions import ConfigError, ProducerError, RebuildError, SnapshotFailedError
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class _SnapshotMode(_Mode):
     def _signalled_check(self) -> None:
         """The checks of the modes that signal the connector (incremental, blocking)."""
         if self.channels.choose(self.source.channel) == "source" and self.source.producer is None:
-            raise ConfigError("the signal-table channel needs the producer database: pass "
+            raise ProducerError("the signal-table channel needs the producer database: pass "
                               "--producer-url, or use --channel kafka")
         self._require_running(wait_s=HEALTHY_WAIT_S)  # `fresh` is what recovers a failed connector
 

@@ -33,7 +33,7 @@ from ecst.consumer.snapshots import (
 )
 from ecst.consumer.tables import StateTables
 from ecst.consumer.writes import ApplyStats, BatchWriter
-from ecst.exceptions import StateStoreError
+from ecst.exceptions import StaleStateError, StateStoreError  # StaleStateError: re-exported
 
 # Re-exported for modules that still import them from here (rebuild.py, runner.py, verify.py,
 # tests): SHADOW, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE, SnapshotState, ApplyStats, POSITION.
@@ -132,8 +132,6 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class StaleStateError(StateStoreError):
-    """The state was replaced (a rebuild was swapped in) since this store last looked."""
 
 
 class StateStore:

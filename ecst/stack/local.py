@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ecst.connectors import producer
 from ecst.connectors.producer import Target
+from ecst.exceptions import StackError
 from ecst.settings import Secret, Settings, register_secret
 from ecst.stack import jars, process
 from ecst.stack.kafka import ConnectWorker, KafkaBroker, java
@@ -57,16 +58,21 @@ class LocalStack:
     def _credentials(self) -> dict[str, str]:
         """Passwords generated once per home and kept in a 0600 file: nothing is committed."""
         path = self.home / "credentials.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        self.home.mkdir(parents=True, exist_ok=True)
-        creds = {
-            "admin_password": secrets.token_urlsafe(18),
-            "connector_password": secrets.token_urlsafe(18),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(creds, f)
+        try:
+            if path.exists():
+                return json.loads(path.read_text())
+            self.home.mkdir(parents=True, exist_ok=True)
+            creds = {
+                "admin_password": secrets.token_urlsafe(18),
+                "connector_password": secrets.token_urlsafe(18),
+            }
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(creds, f)
+        except OSError as exc:
+            raise StackError(f"cannot keep the local stack's files in {self.home} ({exc.strerror or exc}: "
+                             f"{exc.filename}): pass --home (or set ECST_HOME) to a folder you can "
+                             "write") from exc
         return creds
 
     # -- what clients need ----------------------------------------------------------------

@@ -49,3 +49,13 @@ def test_logs_never_carry_a_secret(caplog):
     text = caplog.text
     assert "sup3r-s3cret-value" not in text and "db-pass-123" not in text and "another-pw" not in text
     assert "connecting with *** to postgresql://svc:***@db/app" in text
+
+
+def test_a_url_without_a_password_stays_readable_in_messages():
+    from ecst.settings import redact
+
+    Secret("sqlite:///state/users-state.db")
+    Secret("postgresql://svc@db/app?sslmode=require&password=query-pw-123")
+    assert redact("sqlite:///state/users-state.db holds no ecst state") == (
+        "sqlite:///state/users-state.db holds no ecst state")
+    assert "query-pw-123" not in redact("connecting with password=query-pw-123")

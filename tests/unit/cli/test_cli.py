@@ -8,7 +8,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ecst.cli import connectors, consume, demo, rebootstrap, stack  # noqa: F401  (register commands)
 from ecst.cli.main import cli, main  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]

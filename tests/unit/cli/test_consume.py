@@ -103,3 +103,14 @@ def test_a_state_url_ecst_cannot_use_is_one_line_without_the_password(tmp_path, 
     result = consume(tmp_path, "--state-url", url)
     assert result.exit_code == 1
     assert result.output.splitlines() == [line]
+
+
+def test_a_state_file_whose_folder_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    url = f"sqlite:///{tmp_path / 'file' / 'state' / 's.db'}"
+    result = consume(tmp_path, "--state-url", url)
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    folder = tmp_path / "file" / "state"
+    assert line.startswith(f"Error: state URL {url}: cannot create the folder {folder} (")
+    assert line.endswith("fix --state-url (state.url in the consumer YAML, or ECST_STATE_URL)")

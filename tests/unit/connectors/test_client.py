@@ -5,9 +5,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from ecst.connectors.client import ConnectClient
-from ecst.exceptions import ConnectError
+from ecst.exceptions import ConfigError, ConnectError
 
 
 @pytest.fixture
@@ -69,3 +70,23 @@ def test_other_errors_carry_connects_message(scripted):
     replies.append((500, {"error_code": 500, "message": "Failed to find any class"}))
     with pytest.raises(ConnectError, match="HTTP 500: Failed to find any class"):
         ConnectClient(url).connectors()
+
+
+@pytest.mark.parametrize("url", ["foo", "http://[bad", "ftp://u:pw-123456@x"])
+def test_a_connect_url_that_is_not_http_is_a_config_error_saying_how_to_write_one(url):
+    expected = r"is not an http\(s\) URL: use http://HOST:PORT \(--connect-url"
+    with pytest.raises(ConfigError, match=expected) as err:
+        ConnectClient(url).connectors()
+    assert "pw-123456" not in str(err.value)
+
+
+def test_any_other_failed_request_is_a_connect_error(monkeypatch):
+    client = ConnectClient("http://127.0.0.1:1")
+
+    def broken(*args, **kwargs):
+        raise requests.exceptions.ChunkedEncodingError("connection broken: IncompleteRead")
+
+    monkeypatch.setattr(client.session, "request", broken)
+    with pytest.raises(ConnectError, match=r"^GET /connectors to Kafka Connect at http://127.0.0.1:1 failed: "
+                                           "connection broken"):
+        client.connectors()

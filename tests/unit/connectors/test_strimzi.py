@@ -4,7 +4,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ecst.cli import connectors  # noqa: F401  (registers the command group)
 from ecst.cli.main import cli
 from ecst.connectors.definition import load_definitions, parse_definition
 from ecst.connectors.strimzi import kafka_connector, render

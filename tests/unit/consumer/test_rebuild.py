@@ -131,13 +131,13 @@ class FakeConnect:
 def test_a_connector_without_notifications_is_refused_before_anything_is_recorded(url):
     from ecst.consumer.config import ConsumerConfig, TopicMapping
     from ecst.consumer.rebuild import SnapshotSource, rebuild
-    from ecst.exceptions import ConfigError
+    from ecst.exceptions import ConfigError, ProducerError
 
     client = FakeConnect({"topic.prefix": "producer", "signal.data.collection": "public.ecst_signal"})
     config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g")
     with pytest.raises(ConfigError, match="notification.sink.topic.name"):
         rebuild("incremental", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"))
-    with pytest.raises(ConfigError, match="needs the producer database"):
+    with pytest.raises(ProducerError, match="needs the producer database"):
         rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users", "source"))
     with pytest.raises(ConfigError, match="incremental mode only"):
         rebuild("blocking", url, config, "127.0.0.1:1", source=SnapshotSource(client, "users"),
