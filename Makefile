@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make demo` and `make test`.
+# Two commands for a fresh machine: `make demo` and `make test`. `make check` is the part of
+# `make test` that needs no stack: ruff, mypy and the unit tests.
 # Both set everything up first and are idempotent: the venv, the jars and the
 # Postgres cluster are reused on a second run.
 
@@ -7,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DOCS_STAMP := $(VENV)/.docs-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test faults faults-full lint docs venv stack-up stack-down clean
+.PHONY: demo check test faults faults-full lint docs venv stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +22,15 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/ecst demo
 
-test: venv
+# Lint, types and the unit tests: no stack.
+check: venv
 	$(VENV)/bin/ruff check ecst tests benchmarks
-	$(VENV)/bin/pytest
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest tests/unit
+
+# `check`, then the integration tests on the real stack: together pyproject's pytest testpaths.
+test: check
+	$(VENV)/bin/pytest tests/integration
 
 # The fault suite on the real local stack; writes docs/reliability.md and .json.
 faults: venv

@@ -32,9 +32,10 @@ class KafkaSettings:
         for server in self.servers or [""]:
             host, _, port = server.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"bootstrap servers {self.bootstrap_servers!r}: {server!r} is not host:port; "
-                                  "use host:port[,host:port] (--bootstrap-servers, kafka.bootstrap_servers "
-                                  "or ECST_BOOTSTRAP_SERVERS)")
+                raise ConfigError(
+                    f"bootstrap servers {self.bootstrap_servers!r}: {server!r} is not host:port; use "
+                    "host:port[,host:port] (--bootstrap-servers, kafka.bootstrap_servers or "
+                    "ECST_BOOTSTRAP_SERVERS)")
 
     @property
     def servers(self) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ecst.connectors.producer import scalar
 from ecst.settings import Settings
 from ecst.stack.postgres import CONNECTOR_ROLE
 
@@ -115,7 +116,7 @@ def write_changes(conn: psycopg.Connection, table: str, *, inserts: int, updates
     t = sql.Identifier(table)
     done = Changes()
     ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(t))]
-    next_id = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(t)).fetchone()[0]
+    next_id = scalar(conn, sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(t))
     plan = ["i"] * inserts + ["u"] * updates + ["d"] * deletes
     rnd.shuffle(plan)
     for start in range(0, len(plan), per_txn):
@@ -123,13 +124,14 @@ def write_changes(conn: psycopg.Connection, table: str, *, inserts: int, updates
             for op in plan[start : start + per_txn]:
                 if op == "i":
                     next_id += 1
-                    new_id = conn.execute(
+                    new_id = scalar(
+                        conn,
                         sql.SQL("INSERT INTO {} (email, full_name, country, balance, birth_date, "
                                 "last_login) VALUES (%s, %s, %s, %s, %s, now()) RETURNING id").format(t),
                         (f"new{next_id}-{seed}@example.com", f"New user {next_id}",
                          rnd.choice(["DE", "NL", None]), f"{rnd.randint(0, 99999)}.{rnd.randint(0, 99):02d}",
                          None),
-                    ).fetchone()[0]
+                    )
                     ids.append(new_id)
                     done.inserted += 1
                 elif op == "u" and ids:

@@ -247,7 +247,7 @@ def read_state(store: StateStore, table: str) -> StateRows:
     (None) and the JSON `null` (the text `null`) stay apart, and the recorded column schemas."""
     from sqlalchemy import JSON, Text, cast, select
 
-    from ecst.consumer.store import POSITION
+    from ecst.consumer.schema import POSITION
 
     if not store.has_table(table):
         return StateRows([])
@@ -302,7 +302,7 @@ def _read_source(conn: psycopg.Connection, schema: str, table: str, columns: lis
                  kinds: dict[str, str]) -> list[dict[str, Any]]:
     """The producer's rows, each column read in the form its kind compares (inside the caller's
     read-only transaction, which set IntervalStyle)."""
-    exprs = []
+    exprs: list[sql.Composable] = []
     for c in columns:
         ident = sql.Identifier(c.name)
         kind = kinds.get(c.name, VALUE)
@@ -317,7 +317,7 @@ def _read_source(conn: psycopg.Connection, schema: str, table: str, columns: lis
             if kinds.get(c.name) == TEXT:
                 cur.adapters.register_loader(c.oid, TextLoader)
             elif kinds.get(c.name) == ARRAY and c.element is not None:
-                if c.element in _TEXT_TYPES:
+                if c.element in _TEXT_TYPES and c.element_oid is not None:  # set with `element`
                     cur.adapters.register_loader(c.element_oid, TextLoader)
                 if cur.adapters.types.get(c.oid) is None:  # e.g. an enum's array: psycopg needs its OIDs
                     info = TypeInfo.fetch(conn, c.element)

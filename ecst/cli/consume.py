@@ -151,6 +151,8 @@ def _open_store(config: ConsumerConfig) -> StateStore:
 def serve(config: ConsumerConfig, name: str, **endpoints: Any) -> StatusServer:
     """Bind and start the status server, or a ConfigError naming `name` (the option or key) when
     the address cannot be bound."""
+    if config.http_port is None:
+        raise ConfigError(f"{name}: no port to serve /healthz /readyz /metrics on")
     where = f"{config.http_host}:{config.http_port}"
     try:
         return StatusServer(config.http_host, config.http_port, **endpoints).start()

@@ -23,6 +23,7 @@ from ecst.connectors.definition import ConnectorDefinition
 from ecst.connectors.health import Deployment, slot_lost_step, tasks_of
 from ecst.connectors.health import diagnose as connector_problem
 from ecst.connectors.keys import TableKey, keyless_fix, table_keys
+from ecst.connectors.producer import scalar
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DEFAULT_MAX_RETAINED_WAL = 1 << 30  # 1 GiB
@@ -121,7 +122,7 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
     out: list[Finding] = []
 
     def setting(name: str) -> str:
-        return conn.execute(f"SHOW {name}").fetchone()[0]
+        return str(scalar(conn, f"SHOW {name}"))
 
     wal_level = setting("wal_level")
     out.append(Finding("wal_level", OK, "wal_level is logical") if wal_level == "logical" else Finding(
@@ -130,7 +131,7 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
 
     slot = config.get("slot.name", "debezium")
     max_slots = int(setting("max_replication_slots"))
-    used_slots = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0]
+    used_slots = scalar(conn, "SELECT count(*) FROM pg_replication_slots")
     ours = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
     free = max_slots - used_slots
     if free <= 0 and not ours:
@@ -141,7 +142,7 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
                            f"{used_slots} of max_replication_slots={max_slots} in use",
                            "raise max_replication_slots (restart)" if free < 2 else None))
     max_senders = int(setting("max_wal_senders"))
-    senders = conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0]
+    senders = scalar(conn, "SELECT count(*) FROM pg_stat_replication")
     out.append(Finding("wal_senders", WARN if max_senders - senders < 2 else OK,
                        f"{senders} of max_wal_senders={max_senders} in use",
                        "raise max_wal_senders (restart)" if max_senders - senders < 2 else None))
@@ -178,8 +179,8 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
                                    f"role {rolname} has LOGIN REPLICATION and is not a superuser "
                                    "(REPLICATION also lets it decode every table of the database through "
                                    "a slot of its own: guard its password like read access to all of them)"))
-            missing = [n for n in names if not conn.execute(
-                "SELECT has_table_privilege(%s, %s, 'SELECT')", (rolname, n)).fetchone()[0]]
+            missing = [n for n in names if not scalar(
+                conn, "SELECT has_table_privilege(%s, %s, 'SELECT')", (rolname, n))]
             if missing:
                 out.append(Finding("select", FAIL, f"role {rolname} cannot SELECT {', '.join(missing)}",
                                    f"GRANT SELECT ON {', '.join(missing)} TO {rolname}"))
@@ -195,12 +196,12 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
     else:
         s_schema, _, s_table = signal.rpartition(".")
         qualified = f"{s_schema or 'public'}.{s_table}"
-        if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass(%s)", (qualified,)) is None:
             out.append(Finding("signal", FAIL, f"signal table {qualified} does not exist",
                                f"psql -v table={s_table} -f deploy/sql/signal.sql"))
         elif rolname and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (rolname,)).fetchone() \
-                and not conn.execute("SELECT has_table_privilege(%s, %s, 'INSERT')",
-                                     (rolname, qualified)).fetchone()[0]:
+                and not scalar(conn, "SELECT has_table_privilege(%s, %s, 'INSERT')",
+                               (rolname, qualified)):
             out.append(Finding("signal", FAIL, f"role {rolname} cannot INSERT into signal table "
                                f"{qualified} (incremental snapshots write watermarks there)",
                                f"GRANT SELECT, INSERT ON {qualified} TO {rolname}"))
@@ -234,12 +235,13 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
 
     for key in keys:
         name, table = key.table.qualified, key.table
-        toastable = conn.execute(
+        toastable = scalar(
+            conn,
             """SELECT EXISTS (SELECT 1 FROM pg_attribute a
                               WHERE a.attrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass
                               AND a.attnum > 0 AND NOT a.attisdropped AND a.attlen = -1
                               AND a.attstorage IN ('x', 'e'))""",
-            (table.schema, table.name)).fetchone()[0]
+            (table.schema, table.name))
         out.append(_key_finding(key))
         identity = table.identity_columns
         if table.replica_identity == "n":

@@ -191,9 +191,13 @@ def captured_tables(conn: psycopg.Connection, config: dict[str, str],
 
 def read_table(conn: psycopg.Connection, schema: str, table: str) -> TableInfo:
     """The catalog facts of one table that decide its key."""
-    oid, replident = conn.execute(
+    row = conn.execute(
         "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    if row is None:
+        raise ProducerError(f"table {schema}.{table} is not in the producer database (dropped while "
+                            "its catalog was read?)")
+    oid, replident = row
     columns = conn.execute(
         "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
         "AND NOT attisdropped ORDER BY attnum", (oid,)).fetchall()

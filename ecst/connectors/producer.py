@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params
 from psycopg.conninfo import conninfo_to_dict
 
 from ecst.exceptions import ProducerError
@@ -72,6 +73,16 @@ def producer_target(settings: Settings, url: str | None = None,
     return fallback(settings) if fallback is not None else None
 
 
+def scalar(conn: psycopg.Connection[Any], query: str | sql.SQL | sql.Composed,
+           params: Params | None = None) -> Any:
+    """The first value of the first row of a query that always returns a row (SHOW, count(*), a
+    SELECT without FROM, INSERT ... RETURNING); ProducerError, naming the query, if it returned none."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise ProducerError(f"the producer database returned no row for {query!r}")
+    return row[0]
+
+
 def estimate_rows(conn: psycopg.Connection, table: str) -> int:
     """The planner's row estimate for `table` (`schema.table` or `table`): cheap (EXPLAIN, nothing
     is read) and read-only. For progress bars. There is deliberately no filter: a user's
@@ -81,5 +92,5 @@ def estimate_rows(conn: psycopg.Connection, table: str) -> int:
     query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(ident)
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
-        plan = conn.execute(query).fetchone()[0]
+        plan = scalar(conn, query)
     return int(plan[0]["Plan"]["Plan Rows"])

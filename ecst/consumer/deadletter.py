@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from ecst import kafka
 from ecst.consumer.events import Record
 from ecst.consumer.metrics import Metrics
-from ecst.exceptions import StackError
+from ecst.exceptions import ConfigError, StackError
 
 log = logging.getLogger(__name__)
 DLQ_MAX_BYTES = 16 * 1024 * 1024  # the dead-letter topic's max.message.bytes and the producer's
@@ -34,20 +35,23 @@ def headers(record: Record, error: str, stage: str) -> list[tuple[str, bytes]]:
 
 
 class DeadLetters:
-    """Sends rejected records to one dead-letter topic (created on first use)."""
+    """Sends rejected records to one dead-letter topic (created on first use); None: the consumer
+    has none, and nothing may be sent."""
 
-    def __init__(self, settings: kafka.KafkaSettings, topic: str, metrics: Metrics,
+    def __init__(self, settings: kafka.KafkaSettings, topic: str | None, metrics: Metrics,
                  client_id: str = "ecst-consumer") -> None:
         self.settings = settings
         self.topic = topic
         self.metrics = metrics
         self.client_id = client_id
-        self._producer = None
+        self._producer: KafkaProducer | None = None
 
     def send(self, rejected: list[tuple[Record, str]], stage: str) -> None:
         """Send each (record, error) and wait until Kafka has every one of them, so that the
         offsets that skip them move on only once they are durable. A retriable Kafka error is
         raised as is (the loop waits for Kafka, then reads the batch again)."""
+        if self.topic is None:
+            raise ConfigError("no dead_letter_topic is configured: rejected records cannot be dead-lettered")
         if self._producer is None:
             kafka.ensure_topic(self.settings, self.topic, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
             self._producer = kafka.producer(self.settings, client_id=f"{self.client_id}-dlq",

@@ -68,12 +68,12 @@ def _loads(raw: bytes, what: str) -> Any:
         raise EventError(f"{what} is not JSON: {exc}") from exc
 
 
-class _Schema(dict):
+class _Schema(dict[str, Any]):
     """A parsed Connect schema, shared by every record that embeds the same schema bytes;
     the field lists derived from it are computed once."""
 
     def fields_of(self, name: str | None) -> tuple[Field, ...]:
-        cache = self.__dict__.setdefault("_fields", {})
+        cache: dict[str | None, tuple[Field, ...]] = self.__dict__.setdefault("_fields", {})
         if name not in cache:
             if name is None:
                 cache[name] = _struct_fields(self)
@@ -129,17 +129,20 @@ def _struct_fields(schema: dict[str, Any] | None) -> tuple[Field, ...]:
 def _envelope_field(schema: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     if not schema:
         return None
-    for f in schema.get("fields", ()):
+    fields: list[dict[str, Any]] = schema.get("fields", [])
+    for f in fields:
         if f.get("field") == name:
             return f
     return None
 
 
-def _row(payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder: str) -> dict | None:
+def _row(
+    payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder: str
+) -> dict[str, Any] | None:
     if payload is None:
         return None
     by_name = {f.name: f for f in fields}
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in payload.items():
         f = by_name.get(name)
         try:

@@ -9,6 +9,8 @@ records do not carry.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from ecst.consumer.config import TopicMapping
 from ecst.consumer.events import ChangeEvent
@@ -20,12 +22,12 @@ def map_event(event: ChangeEvent, mapping: TopicMapping) -> ChangeEvent:
     if mapping.mirrors:
         return event
     columns = mapping.columns
-    rename = (lambda c: columns.get(c, c)) if columns else (lambda c: c)
+    rename: Callable[[str], str] = (lambda c: columns.get(c, c)) if columns else (lambda c: c)
     if mapping.key:
         # A delete's `before` is certain only for its record key: under REPLICA IDENTITY DEFAULT
         # Debezium fills the other columns with type defaults ('' for a NOT NULL text).
         sources = [event.key] if event.op == "d" else [event.key, event.after or {}, event.before or {}]
-        key = {}
+        key: dict[str, Any] = {}
         for k in mapping.key:
             for src in sources:
                 if src.get(k) is not None:
@@ -37,7 +39,7 @@ def map_event(event: ChangeEvent, mapping: TopicMapping) -> ChangeEvent:
     else:
         key = {rename(k): v for k, v in event.key.items()}
         key_names = set(event.key)
-    keep = (lambda c: c in columns or c in key_names) if columns else (lambda c: True)
+    keep: Callable[[str], bool] = (lambda c: c in columns or c in key_names) if columns else (lambda c: True)
     after = None if event.after is None else {
         rename(c): v for c, v in event.after.items() if keep(c)}
     fields_by_name = {f.name: f for f in (*event.key_fields, *event.fields)}

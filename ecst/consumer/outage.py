@@ -167,7 +167,7 @@ def wait_for_store(probe: Callable[[], T], health: StoreHealth, stop: threading.
     """Call `probe` until it stops raising StateStoreUnavailableError, with capped backoff;
     `idle(seconds)` spends each delay (default: sleeping). Returns what `probe` returned, or None
     once `stop` is set. Any other error is raised."""
-    idle = idle or stop.wait
+    pause: Callable[[float], object] = idle or stop.wait
     backoff = Backoff()
     while not stop.is_set():
         try:
@@ -177,7 +177,7 @@ def wait_for_store(probe: Callable[[], T], health: StoreHealth, stop: threading.
                 health.lost(exc)
             else:
                 health.failed(exc)
-            idle(backoff.next())
+            pause(backoff.next())
             continue
         health.back()
         return result

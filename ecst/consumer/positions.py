@@ -63,7 +63,7 @@ def source_order(op: str, source: Mapping[str, Any]) -> tuple[int, bool, bool]:
     values += [v for v in (sequence or ()) if v is not None]
     if not values:
         raise EventError("event has no source position (source.lsn and source.sequence are empty)")
-    opening = op != "r" and bool(sequence) and sequence[0] is None
+    opening = op != "r" and sequence is not None and len(sequence) > 0 and sequence[0] is None
     anchor = op == "r" and lsn is not None and source.get("snapshot") != "incremental"
     return max(values), opening, anchor
 

@@ -67,7 +67,8 @@ def cold_start_outcome(undecided: Iterable[str], snapshots: Mapping[str, Snapsho
     after its initial snapshot, and compaction removed the markers because later changes
     replaced their keys. A topic with only snapshot rows so far (a snapshot in progress, whose
     `first` may sit in a partition not read yet) or with a marker waits: the markers decide."""
-    complete, waiting = [], []
+    complete: list[str] = []
+    waiting: list[str] = []
     for topic in undecided:
         if topic in snapshots:
             continue  # markers seen: the normal path decides

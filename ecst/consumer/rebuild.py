@@ -71,7 +71,9 @@ from ecst.consumer.rebuild_state import (
 )
 from ecst.consumer.rebuild_wait import ConnectorWatch, IncrementalCompletion, SnapshotStart
 from ecst.consumer.runner import Consumer, RebuildPolicy
-from ecst.consumer.store import SHADOW, ApplyStats, StateStore
+from ecst.consumer.shadow import SHADOW
+from ecst.consumer.store import StateStore
+from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError, ProducerError, RebuildError, SnapshotFailedError
 
 log = logging.getLogger(__name__)

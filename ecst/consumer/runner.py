@@ -34,8 +34,9 @@ from ecst.consumer.events import ChangeEvent
 from ecst.consumer.group import GroupReader, Offsets
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import StoreHealth, wait_for_store
-from ecst.consumer.snapshots import MARKERS, SNAPSHOT_PENDING, snapshot_transitions
-from ecst.consumer.store import ApplyStats, SnapshotState, StaleStateError, StateStore
+from ecst.consumer.snapshots import MARKERS, SNAPSHOT_PENDING, SnapshotState, snapshot_transitions
+from ecst.consumer.store import StaleStateError, StateStore
+from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
 
 log = logging.getLogger(__name__)

@@ -43,6 +43,8 @@ def snapshot_transitions(
     firsts: dict[str, int] = {}
     lasts: dict[str, int] = {}
     for e in events:
+        if e.position is None:
+            continue  # a delete known from a Kafka tombstone alone: never a snapshot marker
         if e.snapshot in FIRST_MARKERS:
             firsts[e.topic] = max(firsts.get(e.topic, -1), e.position)
         elif e.snapshot in LAST_MARKERS:

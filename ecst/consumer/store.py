@@ -25,18 +25,10 @@ from ecst.consumer.outage import broken, reason, transient, unavailable, unusabl
 from ecst.consumer.plan import plan_batch
 from ecst.consumer.positions import commit_order
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
-from ecst.consumer.shadow import SHADOW  # noqa: F401  (re-export)
-from ecst.consumer.snapshots import (
-    SNAPSHOT_COMPLETE,
-    SNAPSHOT_PENDING,  # noqa: F401  (re-export)
-    SnapshotState,
-)
+from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SnapshotState
 from ecst.consumer.tables import StateTables
 from ecst.consumer.writes import ApplyStats, BatchWriter
 from ecst.exceptions import StaleStateError, StateStoreError  # StaleStateError: re-exported
-
-# Re-exported for modules that still import them from here (rebuild.py, runner.py, verify.py,
-# tests): SHADOW, SNAPSHOT_PENDING, SNAPSHOT_COMPLETE, SnapshotState, ApplyStats, POSITION.
 
 R = TypeVar("R")
 

@@ -113,11 +113,11 @@ class StateTables:
                     f"state table {name!r} exists without key column(s) {sorted(missing_keys)}: "
                     "drop it or map the source to another table"
                 )
-            for c in table.columns:
-                if c.name not in existing:
-                    ddl = c.type.compile(dialect=conn.dialect)
-                    conn.execute(text(f'ALTER TABLE "{phys}" ADD COLUMN "{c.name}" {ddl}'))
-                    log.info("added column %s.%s (%s)", phys, c.name, ddl)
+            for col in table.columns:
+                if col.name not in existing:
+                    ddl = col.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f'ALTER TABLE "{phys}" ADD COLUMN "{col.name}" {ddl}'))
+                    log.info("added column %s.%s (%s)", phys, col.name, ddl)
         new = [f for c, f in columns.items() if c not in recorded]
         if new:
             conn.execute(dialect_insert(conn, self.columns).on_conflict_do_nothing(), [

@@ -176,13 +176,13 @@ def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER)
     return value
 
 
-class ExactDecimal(TypeDecorator):
+class ExactDecimal(TypeDecorator[Decimal]):
     """NUMERIC where the database has it; exact decimal text on SQLite (no float rounding)."""
 
     impl = Numeric
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String())
         return dialect.type_descriptor(Numeric(asdecimal=True))
@@ -198,7 +198,7 @@ class ExactDecimal(TypeDecorator):
         return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-class UtcDateTime(TypeDecorator):
+class UtcDateTime(TypeDecorator[dt.datetime]):
     """A point in time stored in UTC; read back timezone-aware (naive storage on SQLite)."""
 
     impl = DateTime(timezone=True)
@@ -218,7 +218,7 @@ class UtcDateTime(TypeDecorator):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def sql_type(f: Field) -> TypeEngine:
+def sql_type(f: Field) -> TypeEngine[Any]:
     """The state-store column type for a field."""
     logical = f.logical
     if logical in ("org.apache.kafka.connect.data.Decimal", "io.debezium.data.VariableScaleDecimal"):
@@ -246,7 +246,7 @@ def sql_type(f: Field) -> TypeEngine:
         return Interval()
     if logical == "io.debezium.data.Json":
         return JSON(none_as_null=True)  # None is SQL NULL; JSON.NULL writes the JSON `null`
-    return {
+    by_type: dict[str, TypeEngine[Any]] = {
         "int8": SmallInteger(),
         "int16": SmallInteger(),
         "int32": Integer(),
@@ -260,7 +260,8 @@ def sql_type(f: Field) -> TypeEngine:
         "array": JSON(none_as_null=True),
         "map": JSON(none_as_null=True),
         "struct": JSON(none_as_null=True),
-    }.get(f.type, Text())
+    }
+    return by_type.get(f.type, Text())
 
 
 DAYS_PER_MONTH = 365.25 / 12  # Debezium's MicroDuration.DAYS_PER_MONTH_AVG: 30.4375

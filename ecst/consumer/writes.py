@@ -68,6 +68,7 @@ class BatchWriter:
             tomb = self._tombstone_positions(changes.table, [key_text(e.key) for e in upserts])
             live = []
             for e in upserts:
+                assert e.position is not None  # only a tombstone delete has none, never an upsert
                 if tomb.get(key_text(e.key), -1) > e.position:
                     self.stats.stale += 1
                 else:

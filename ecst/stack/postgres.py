@@ -245,7 +245,7 @@ class PostgresCluster:
             )
         self.wait_ready()
         self._bootstrap()
-        return self.pid  # type: ignore[return-value]
+        return self.pid
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -8,7 +8,8 @@ import time
 
 from ecst import verify
 from ecst.connectors.slots import wait_for_slot_inactive
-from ecst.consumer.store import SHADOW, StateStore
+from ecst.consumer.shadow import SHADOW
+from ecst.consumer.store import StateStore
 from ecst.stack.postgres import CONNECTOR_ROLE
 from tests.integration.cli import ecst, write
 from tests.integration.test_rebootstrap import corrupt, offsets, writer

@@ -13,7 +13,8 @@ import uuid
 from sqlalchemy import event as sa_event
 
 from ecst.consumer.events import Record, decode
-from ecst.consumer.store import SHADOW, StaleStateError, StateStore
+from ecst.consumer.shadow import SHADOW
+from ecst.consumer.store import StaleStateError, StateStore
 from tests.unit.consumer.envelopes import envelope, row
 
 TOPIC = "t.public.users"

@@ -21,12 +21,12 @@ def test_a_bootstrap_string_that_is_not_host_port_is_a_config_error_naming_it(se
 
 
 def test_kafka_errors_become_one_line_naming_the_servers():
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaConnectionError
 
     settings = kafka.KafkaSettings("127.0.0.1:1")
     with pytest.raises(KafkaUnavailableError, match=r"^couldn't read offsets from Kafka at 127.0.0.1:1: "):
         with kafka.reaching(settings, "read offsets from"):
-            raise NoBrokersAvailable()
+            raise KafkaConnectionError("111 ECONNREFUSED")
 
 
 def test_an_unreachable_broker_is_kafka_unavailable():

@@ -10,8 +10,9 @@ from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import ShadowRun, SnapshotRows
 from ecst.consumer.rebuild_state import RebuildState
+from ecst.consumer.shadow import SHADOW
 from ecst.consumer.status import render_text, state_status
-from ecst.consumer.store import SHADOW, StateStore
+from ecst.consumer.store import StateStore
 from ecst.exceptions import StateStoreError
 from tests.unit.consumer.envelopes import envelope, row
 

@@ -11,7 +11,8 @@ from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import ReplayMode, ShadowRun
 from ecst.consumer.rebuild_state import PartitionRange, RebuildResult, RebuildState, open_rebuild
-from ecst.consumer.store import SHADOW, StateStore
+from ecst.consumer.shadow import SHADOW
+from ecst.consumer.store import StateStore
 from ecst.exceptions import RebuildError
 from tests.unit.consumer.envelopes import envelope, row
 

@@ -8,7 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ecst.consumer.events import Record, decode
-from ecst.consumer.store import POSITION, StateStore
+from ecst.consumer.schema import POSITION
+from ecst.consumer.store import StateStore
 from ecst.exceptions import StateStoreError
 from tests.unit.consumer.envelopes import ROW_FIELDS, envelope, row
 
