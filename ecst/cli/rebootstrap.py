@@ -28,7 +28,7 @@ def rebootstrap() -> None:
     """Rebuild the private state into a shadow copy and swap it in atomically.
 
     \b
-    Which one? (README: "Which re-bootstrap do I need?")
+    Which one? (docs/operators.md: "Which re-bootstrap do I need?")
       replay       the topic still holds every key: zero load on the producer
       incremental  re-read the table in chunks while streaming goes on (--where: a backfill)
       blocking     re-read the table while streaming pauses (faster, delays changes)

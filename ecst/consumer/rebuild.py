@@ -1,6 +1,6 @@
 """Re-bootstrap: rebuild a consumer's private state in a shadow copy, then swap it in.
 
-Four sources of truth, each chosen explicitly (README: "Which re-bootstrap do I need?"):
+Four sources of truth, each chosen explicitly (docs/operators.md: "Which re-bootstrap do I need?"):
 
 - `replay`: the compacted topic from its beginning. Zero load on the producer database.
 - `incremental`: a Debezium incremental snapshot (an `execute-snapshot` signal), read in key
