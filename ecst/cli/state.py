@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ecst.cli.errors import ensure_state_folder, one_shot_state
 from ecst.cli.options import consumer_config, with_state_options
 from ecst.connectors import producer as producer_db
-from ecst.consumer.outage import broken, transient, unavailable, unusable
+from ecst.consumer.outage import store_error
 from ecst.consumer.store import StateStore
 from ecst.exceptions import ProducerError
 from ecst.settings import Settings
@@ -117,8 +117,7 @@ def _state_rows(store: StateStore, table: str) -> StateRows:
     try:
         return read_state(store, table)
     except SQLAlchemyError as exc:
-        if transient(exc):
-            raise unavailable(exc, store.safe_url) from exc
-        if broken(exc):
-            raise unusable(exc, store.safe_url) from exc
+        error = store_error(exc, store.safe_url)
+        if error is not None:
+            raise error from exc
         raise

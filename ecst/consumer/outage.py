@@ -93,6 +93,17 @@ def unavailable(exc: SQLAlchemyError, safe_url: str) -> StateStoreUnavailableErr
     return StateStoreUnavailableError(f"state store unavailable: {reason(exc)} ({safe_url})")
 
 
+def store_error(exc: SQLAlchemyError, safe_url: str) -> StateStoreError | None:
+    """The state store's own error for a database error: unavailable (an outage, waited out),
+    unusable (refused credentials, no such database, a corrupted file), or None for an error in
+    a statement, which stays as it is."""
+    if transient(exc):
+        return unavailable(exc, safe_url)
+    if broken(exc):
+        return unusable(exc, safe_url)
+    return None
+
+
 def unusable(exc: SQLAlchemyError, safe_url: str) -> StateStoreError:
     """The error to raise for a database error that `broken` recognises."""
     return StateStoreError(f"state store {safe_url} cannot be used: {reason(exc)} (docs/runbook.md: "

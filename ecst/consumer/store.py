@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ecst.consumer import shadow as shadow_copy
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.outage import broken, reason, transient, unavailable, unusable
+from ecst.consumer.outage import reason, store_error, transient, unavailable
 from ecst.consumer.plan import plan_batch
 from ecst.consumer.positions import commit_order
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
@@ -98,10 +98,9 @@ def _reachable(method: Callable[..., R]) -> Callable[..., R]:
         try:
             return method(self, *args, **kwargs)
         except SQLAlchemyError as exc:
-            if transient(exc):
-                raise unavailable(exc, self.safe_url) from exc
-            if broken(exc):
-                raise unusable(exc, self.safe_url) from exc
+            error = store_error(exc, self.safe_url)
+            if error is not None:
+                raise error from exc
             raise
 
     return call

@@ -80,3 +80,14 @@ def envelope(op, id_, lsn, *, after=None, before=None, snapshot="false", schemas
 def compact(doc) -> bytes:
     """JSON as Kafka's JsonConverter writes it: no spaces, schema before payload."""
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+TOPIC = "producer.public.users"
+
+
+def event(op, id_, lsn, offset=0, **kw):
+    """The decoded change event of `envelope(op, id_, lsn, **kw)` at `offset` of TOPIC[0]."""
+    from ecst.consumer.events import Record, decode
+
+    key, value = envelope(op, id_, lsn, **kw)
+    return decode(Record(TOPIC, 0, offset, key, value))

@@ -7,26 +7,13 @@ import time
 import pytest
 
 from ecst.consumer.config import ConsumerConfig, TopicMapping
-from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import ShadowRun, SnapshotRows
 from ecst.consumer.rebuild_state import RebuildState
 from ecst.consumer.shadow import SHADOW
 from ecst.consumer.status import render_text, state_status
 from ecst.consumer.store import StateStore
 from ecst.exceptions import StateStoreError
-from tests.unit.consumer.envelopes import envelope, row
-
-TOPIC = "producer.public.users"
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
-
-
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'state.db'}"
+from tests.unit.consumer.envelopes import TOPIC, event, row
 
 
 def test_snapshot_rows_are_counted_as_read_not_as_applied(url):

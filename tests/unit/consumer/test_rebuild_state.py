@@ -8,15 +8,12 @@ import pytest
 
 from ecst.consumer import rebuild as rebuild_mod
 from ecst.consumer.config import ConsumerConfig, TopicMapping
-from ecst.consumer.events import Record, decode
 from ecst.consumer.rebuild import ReplayMode, ShadowRun
 from ecst.consumer.rebuild_state import PartitionRange, RebuildResult, RebuildState, open_rebuild
 from ecst.consumer.shadow import SHADOW
 from ecst.consumer.store import StateStore
 from ecst.exceptions import RebuildError
-from tests.unit.consumer.envelopes import envelope, row
-
-TOPIC = "producer.public.users"
+from tests.unit.consumer.envelopes import TOPIC, event, row
 
 # Bookkeeping exactly as the ecst before RebuildState stored it (a `dict` named `record`).
 OLD_INCREMENTAL = {"mode": "incremental", "condition": "country = 'DE'", "phase": "snapshotting",
@@ -30,16 +27,6 @@ OLD_COMPLETE = {**OLD_INCREMENTAL, "phase": "complete", "finished_at": 171800010
                 "result": {"mode": "incremental", "tables": ["users"], "records": 2500, "snapshot_rows": 2400,
                            "rows_before": {}, "rows_after": {}, "removed": {}, "merged": 2400,
                            "seconds": 100.25, "resumed": False}}
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
-
-
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'state.db'}"
 
 
 @pytest.mark.parametrize("doc", [OLD_INCREMENTAL, OLD_REPLAY, OLD_COMPLETE],

@@ -7,15 +7,7 @@ from kafka.errors import KafkaConnectionError
 
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.runner import Consumer, RebuildPolicy
-from ecst.consumer.store import StateStore
 from ecst.exceptions import ConfigError, StateStoreUnavailableError
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
 
 
 def test_not_ready_while_the_state_store_is_unavailable_whatever_the_policy(store):

@@ -5,19 +5,9 @@ import pytest
 
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.runner import Consumer, RebuildPolicy
-from ecst.consumer.store import StateStore
 from ecst.exceptions import EventError
-from tests.unit.consumer.envelopes import envelope, row
+from tests.unit.consumer.envelopes import TOPIC, envelope, row
 from tests.unit.consumer.fakekafka import FakeConsumer, FakeProducer
-
-TOPIC = "producer.public.users"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

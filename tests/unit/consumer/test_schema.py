@@ -3,17 +3,9 @@
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.dialects import sqlite
 
-from ecst.consumer.events import Record, decode
 from ecst.consumer.schema import FLOOR, Bookkeeping, dialect_insert
 from ecst.consumer.store import StateStore
-from tests.unit.consumer.envelopes import envelope, row
-
-TOPIC = "producer.public.users"
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
+from tests.unit.consumer.envelopes import TOPIC, event, row
 
 
 def test_a_namespace_prefixes_every_bookkeeping_table_but_the_shared_generation():

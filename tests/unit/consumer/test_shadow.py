@@ -4,23 +4,10 @@ import pytest
 from sqlalchemy import inspect
 
 from ecst.consumer import shadow as shadow_copy
-from ecst.consumer.events import Record, decode
 from ecst.consumer.shadow import SHADOW
 from ecst.consumer.store import StateStore
 from ecst.exceptions import StateStoreError
-from tests.unit.consumer.envelopes import envelope, row
-
-TOPIC = "producer.public.users"
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
-
-
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'state.db'}"
+from tests.unit.consumer.envelopes import TOPIC, event, row
 
 
 def database_tables(store):

@@ -7,25 +7,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from ecst.consumer.events import Record, decode
+from ecst.consumer.events import Record
 from ecst.consumer.schema import POSITION
 from ecst.consumer.store import StateStore
 from ecst.exceptions import StateStoreError
-from tests.unit.consumer.envelopes import ROW_FIELDS, envelope, row
-
-TOPIC = "producer.public.users"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    yield s
-    s.close()
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
+from tests.unit.consumer.envelopes import ROW_FIELDS, TOPIC, envelope, event, row
 
 
 def by_id(store):

@@ -3,24 +3,16 @@
 import pytest
 from sqlalchemy import create_engine, text
 
-from ecst.consumer.events import Record, decode
 from ecst.consumer.plan import plan_batch
 from ecst.consumer.schema import POSITION, Bookkeeping
 from ecst.consumer.tables import StateTables
 from ecst.exceptions import StateStoreError
-from tests.unit.consumer.envelopes import envelope, row
-
-TOPIC = "producer.public.users"
+from tests.unit.consumer.envelopes import event, row
 
 
 def changes(*events):
     (step,) = plan_batch(list(events))
     return step.tables["users"]
-
-
-def event(op, id_, lsn, offset=0, **kw):
-    key, value = envelope(op, id_, lsn, **kw)
-    return decode(Record(TOPIC, 0, offset, key, value))
 
 
 @pytest.fixture
