@@ -190,6 +190,14 @@ class KafkaBroker(JavaComponent):
         raise StackError(f"Kafka did not become ready in {timeout_s:.0f} s (log {self.log_file})")
 
 
+# A cluster of one worker (here and in docker-compose.yml): when the worker loses the broker for
+# longer than a heartbeat (a broker restart), it revokes its connectors and tasks and rejoins the
+# group as a new member; the default scheduled.rebalance.max.delay.ms (5 min) would then keep
+# them unassigned for 5 minutes, waiting for a "departed" worker that is this one. 0 reassigns them
+# at once (KAFKA-15693). A cluster of several workers may want the delay back.
+SINGLE_WORKER = {"scheduled.rebalance.max.delay.ms": 0}
+
+
 class ConnectWorker(JavaComponent):
     """A distributed-mode Kafka Connect worker with the Debezium Postgres plugin."""
 
@@ -222,6 +230,7 @@ class ConnectWorker(JavaComponent):
             "offset.storage.replication.factor": 1,
             "status.storage.replication.factor": 1,
             "offset.flush.interval.ms": 1000,
+            **SINGLE_WORKER,
             "listeners": self.url,
             "rest.advertised.host.name": "127.0.0.1",
             "rest.advertised.port": self.port,

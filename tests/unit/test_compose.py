@@ -74,3 +74,11 @@ def test_the_consumer_state_folder_is_owner_only():
     folder = state.removeprefix("sqlite:///").rsplit("/", 1)[0]
     assert folder in [v.split(":")[1] for v in SERVICES["consumer"]["volumes"]]
     assert re.search(rf"chmod 0?700 {folder}\b", dockerfile), dockerfile
+
+
+def test_the_connect_worker_has_the_single_worker_settings_of_the_local_stack():
+    from ecst.stack.kafka import SINGLE_WORKER
+
+    env = SERVICES["connect"]["environment"]
+    for key, value in SINGLE_WORKER.items():
+        assert env["CONNECT_" + key.upper().replace(".", "_")] == str(value), key
