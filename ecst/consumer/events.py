@@ -127,6 +127,7 @@ class _Schema(dict[str, Any]):
 
 
 SMT_PREFIX = "__"
+_DOCUMENT_KEYS = frozenset({"schema", "payload"})
 _SCHEMAS: dict[bytes, _Schema] = {}
 _SCHEMA_CACHE_SIZE = 512
 _HEAD, _PAYLOAD = b'{"schema":', b',"payload":'
@@ -164,7 +165,15 @@ def _struct(schema: dict[str, Any] | None, name: str | None, placeholder: str,
     `__` fields when `flattened`) with their converters; cached with a schema seen before."""
     if isinstance(schema, _Schema):
         return schema.struct_of(name, placeholder, flattened)
+    if not schema:  # no schema (schemas.enable=false): no field, the same struct every time
+        found = _NO_FIELDS.get(placeholder)
+        if found is None:
+            found = _NO_FIELDS[placeholder] = _Struct((), placeholder)
+        return found
     return _new_struct(_fields(schema, name), placeholder, flattened)
+
+
+_NO_FIELDS: dict[str, _Struct] = {}  # by placeholder
 
 
 def _new_struct(fields: tuple[Field, ...], placeholder: str, flattened: bool) -> _Struct:
@@ -175,7 +184,7 @@ def _new_struct(fields: tuple[Field, ...], placeholder: str, flattened: bool) ->
 
 def _split(doc: Any) -> tuple[dict[str, Any] | None, Any]:
     """(schema, payload) from a JSON-converter document, with or without an embedded schema."""
-    if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
+    if isinstance(doc, dict) and doc.keys() == _DOCUMENT_KEYS:
         return doc["schema"], doc["payload"]
     return None, doc
 

@@ -13,6 +13,7 @@ Debezium's two `interval.handling.mode` representations, for `ecst.verify`.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import re
@@ -114,8 +115,13 @@ class Field:
         )
 
 
+def _b64decode(value: Any) -> bytes:
+    """`base64.b64decode(value)`: the same bytes and errors, a text decoded without its wrapper."""
+    return binascii.a2b_base64(value) if value.__class__ is str else base64.b64decode(value)
+
+
 def _decimal_from_bytes(b64: str, scale: int) -> Decimal:
-    unscaled = int.from_bytes(base64.b64decode(b64), "big", signed=True)
+    unscaled = int.from_bytes(_b64decode(b64), "big", signed=True)
     return Decimal(f"{unscaled}E{-scale}")  # exact at any precision (scaleb rounds to 28 digits)
 
 
@@ -219,7 +225,7 @@ def _decoder(f: Field, placeholder: str) -> Converter | None:
             unchanged = None  # each value then fails as it would have
 
         def binary(value: Any) -> Any:
-            raw = base64.b64decode(value)
+            raw = _b64decode(value)
             return UNCHANGED if raw == (placeholder.encode() if unchanged is None else unchanged) else raw
 
         return binary
