@@ -9,12 +9,12 @@
    and the consumer until its copy is ready: wall time and rows/s.
 
 --ab REF compares the code at git revision REF (A, before) with this tree (B, after) on the
-in-process parts only (decode; apply into SQLite: a snapshot load, then a stream of updates and
-deletes over it), nothing on the stack. One worker process per side builds its inputs once;
-then the sides take turns, one timed pass each (A B A B ...), for --repeats rounds, so that both
-meet the same moments of a noisy machine. It prints each side's median, the ratio of the
-medians, the median of the rounds' ratios and every figure; B is also measured with its
-reference writer (`StateStore(writer="sqlalchemy")`).
+in-process parts only, nothing on the stack: decode; apply into SQLite (a snapshot load, then a
+stream of updates and deletes over it, then single updates each in its own batch). One worker
+process per side builds its inputs once; then the sides take turns, one timed pass each
+(A B A B ...), for --repeats rounds, so that both meet the same moments of a noisy machine. It
+prints each side's median, the ratio of the medians, the median of the rounds' ratios and every
+figure; B is also measured with its reference writer (`StateStore(writer="sqlalchemy")`).
 """
 
 from __future__ import annotations
@@ -170,6 +170,10 @@ class Measures:
                                      *(envelope("d", i, 2000 + i, before=row(i)) if i % 10 == 0 else
                                        envelope("u", i, 2000 + i, after=row(i, bio=f"changed {i}")))))
                        for i in range(rows)]
+        # updates of single keys, each alone in its batch (a stream that keeps up)
+        self.singles = [decode(Record("t", 0, 2 * rows + i,
+                                      *envelope("u", i % rows, 10**6 + i, after=row(i % rows))))
+                        for i in range(min(rows, 300))]
         self.decode()
         self.apply()  # warm: imports, caches
 
@@ -187,9 +191,16 @@ class Measures:
             for i in range(0, len(events), AB_BATCH):
                 store.apply(events[i : i + AB_BATCH], {("t", 0): first_offset + i + AB_BATCH})
 
+        def one_by_one(events: list[ChangeEvent], first_offset: int) -> None:
+            for i, e in enumerate(events):
+                store.apply([e], {("t", 0): first_offset + i + 1})
+
         out = {"apply into SQLite, snapshot load (rows/s)": _rate(lambda: apply_all(self.load, 0), self.rows)}
         out["apply into SQLite, updates and deletes (rows/s)"] = _rate(
             lambda: apply_all(self.stream, self.rows), self.rows)
+        singles = self.singles
+        out["apply into SQLite, one-row batches (batches/s)"] = _rate(
+            lambda: one_by_one(singles, 2 * self.rows), len(singles))
         store.close()
         return out
 
