@@ -36,7 +36,7 @@ from ecst.consumer.types import UNCHANGED, UtcDateTime
 from ecst.consumer.writes import _CHUNK, BatchWriter, Offsets, snapshot_targets
 
 Bind = Callable[[Any], Any]
-_NONE_UNCHANGED: frozenset[str] = frozenset()
+_NOTHING_UNCHANGED: frozenset[str] = frozenset()
 
 
 def quote(name: str) -> str:
@@ -168,11 +168,13 @@ class _TableStatements:
 
 
 def _upsert_sql(table: Table, columns: Sequence[str], keys: Sequence[str], updated: Sequence[str],
-                where: str = "") -> str:
+                where: str = "", also: Sequence[str] = ()) -> str:
+    """INSERT of `columns` that, on a conflict on `keys`, sets the `updated` columns to the new
+    values (and does the assignments `also`), where `where` holds."""
     name = quote(table.name)
+    assignments = [f"{quote(c)} = excluded.{quote(c)}" for c in updated] + list(also)
     return (f"INSERT INTO {name} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
-            + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in updated) + where)
+            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {', '.join(assignments)}{where}")
 
 
 class _BookStatements:
@@ -192,10 +194,10 @@ class _BookStatements:
         offsets = book.offsets
         self.offset_columns = ("topic", "partition", "next_offset", "updated_at", FLOOR)
         self.offset_binds = [bind_converter(offsets.c[c].type, dialect) for c in self.offset_columns]
-        self.save_offsets = _upsert_sql(offsets, self.offset_columns, ("topic", "partition"),
-                                        ("next_offset", "updated_at")).replace(
-            " DO UPDATE SET ", f" DO UPDATE SET {quote(FLOOR)} = coalesce(excluded.{quote(FLOOR)}, "
-                               f"{quote(offsets.name)}.{quote(FLOOR)}), ")
+        floor = quote(FLOOR)  # a floor that did not move stays
+        self.save_offsets = _upsert_sql(
+            offsets, self.offset_columns, ("topic", "partition"), ("next_offset", "updated_at"),
+            also=[f"{floor} = coalesce(excluded.{floor}, {quote(offsets.name)}.{floor})"])
         snapshots = book.snapshots
         self.snapshot_columns = ("topic", "state", POSITION, "targets", "updated_at")
         self.snapshot_binds = [bind_converter(snapshots.c[c].type, dialect) for c in self.snapshot_columns]
@@ -285,7 +287,7 @@ class SqliteBatchWriter(BatchWriter):
                 unchanged = frozenset(c for c, v in after.items() if v is UNCHANGED)
                 row = tuple(None if c in unchanged else after.get(c, e.key.get(c)) for c in names)
             else:
-                unchanged = _NONE_UNCHANGED
+                unchanged = _NOTHING_UNCHANGED
                 try:
                     row = values(after)
                 except KeyError:  # a column the event does not carry: from its key, else NULL
