@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -184,8 +185,8 @@ class Measures:
 
     def apply(self) -> dict[str, float]:
         """A snapshot load into a new SQLite state, then the stream over it, in batches of AB_BATCH."""
-        d = tempfile.mkdtemp()
-        store = StateStore(f"sqlite:///{d}/state.db", **self.kwargs)
+        folder = tempfile.TemporaryDirectory()
+        store = StateStore(f"sqlite:///{folder.name}/state.db", **self.kwargs)
 
         def apply_all(events: list[ChangeEvent], first_offset: int) -> None:
             for i in range(0, len(events), AB_BATCH):
@@ -202,6 +203,7 @@ class Measures:
         out["apply into SQLite, one-row batches (batches/s)"] = _rate(
             lambda: one_by_one(singles, 2 * self.rows), len(singles))
         store.close()
+        folder.cleanup()
         return out
 
 
@@ -246,6 +248,7 @@ def run_ab(ref: str, parts: list[str], rows: int, repeats: int) -> None:
             assert worker.stdin is not None
             worker.stdin.close()
             worker.wait()
+        shutil.rmtree(before)
     measures = list(dict.fromkeys(m for m, _ in figures))
     print(f"A = {ref}, B = this tree; {repeats} rounds, the sides alternating pass by pass; {rows} rows, "
           f"batches of {AB_BATCH}; medians, and the median of the rounds' B/A ratios")
