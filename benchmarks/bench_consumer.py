@@ -1,18 +1,30 @@
 """Consumer throughput, measured side by side in one run (medians of repeats, and ratios).
 
     .venv/bin/python benchmarks/bench_consumer.py [--rows 20000] [--repeats 5] [--e2e]
+    .venv/bin/python benchmarks/bench_consumer.py --ab REF [--parts decode,apply] [--rows 20000] [--repeats 5]
 
 1. decode: one users change event, JSON converter with the schema embedded vs without;
 2. apply: batches of 2000 decoded snapshot rows into SQLite vs PostgreSQL state stores;
 3. --e2e: on the local stack (`ecst stack up`), a producer table of --rows users, a connector,
    and the consumer until its copy is ready: wall time and rows/s.
+
+--ab REF compares the code at git revision REF (A, before) with this tree (B, after) on the
+in-process parts only, nothing on the stack: decode; apply into SQLite (a snapshot load, then a
+stream of updates and deletes over it, then single updates each in its own batch). One worker
+process per side builds its inputs once; then the sides take turns, one timed pass each
+(A B A B ...), for --repeats rounds, so that both meet the same moments of a noisy machine. It
+prints each side's median, the ratio of the medians, the median of the rounds' ratios and every
+figure; B is also measured with its reference writer (`StateStore(writer="sqlalchemy")`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,9 +32,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The tree measured: this one, or (--ab) the one a parent process extracted from git.
+sys.path.insert(0, os.environ.get("ECST_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
-from ecst.consumer.events import Record, decode  # noqa: E402
+from ecst.consumer.events import ChangeEvent, Record, decode  # noqa: E402
 from ecst.consumer.store import StateStore  # noqa: E402
 from ecst.settings import Settings  # noqa: E402
 from ecst.stack import LocalStack  # noqa: E402
@@ -132,6 +145,125 @@ def bench_e2e(rows: int) -> dict[str, float]:
     return out
 
 
+# ----- --ab: before and after, in-process parts only ------------------------------------------
+AB_BATCH = 2000
+
+
+def _rate(fn: Callable[[], object], n: int) -> float:
+    started = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - started)
+
+
+class Measures:
+    """The in-process measures of one tree, its inputs built once; each call is one timed pass."""
+
+    def __init__(self, rows: int, writer: str | None) -> None:
+        self.rows = rows
+        self.kwargs = {"writer": writer} if writer else {}
+        self.records = {
+            schemas: [Record("t", 0, i, *envelope("u", i, 1000 + i, after=row(i), schemas=schemas))
+                      for i in range(rows)] for schemas in (True, False)}
+        self.load = [decode(Record("t", 0, i, *envelope("r", i, 1000, after=row(i), snapshot="true")))
+                     for i in range(rows)]
+        # an update of every key, and a delete of every tenth
+        self.stream = [decode(Record("t", 0, rows + i,
+                                     *(envelope("d", i, 2000 + i, before=row(i)) if i % 10 == 0 else
+                                       envelope("u", i, 2000 + i, after=row(i, bio=f"changed {i}")))))
+                       for i in range(rows)]
+        # updates of single keys, each alone in its batch (a stream that keeps up)
+        self.singles = [decode(Record("t", 0, 2 * rows + i,
+                                      *envelope("u", i % rows, 10**6 + i, after=row(i % rows))))
+                        for i in range(min(rows, 300))]
+        self.decode()
+        self.apply()  # warm: imports, caches
+
+    def decode(self) -> dict[str, float]:
+        with_schema, without, n = self.records[True], self.records[False], self.rows
+        return {"decode, schema embedded (events/s)": _rate(lambda: [decode(r) for r in with_schema], n),
+                "decode, no schema (events/s)": _rate(lambda: [decode(r) for r in without], n)}
+
+    def apply(self) -> dict[str, float]:
+        """A snapshot load into a new SQLite state, then the stream over it, in batches of AB_BATCH."""
+        folder = tempfile.TemporaryDirectory()
+        store = StateStore(f"sqlite:///{folder.name}/state.db", **self.kwargs)
+
+        def apply_all(events: list[ChangeEvent], first_offset: int) -> None:
+            for i in range(0, len(events), AB_BATCH):
+                store.apply(events[i : i + AB_BATCH], {("t", 0): first_offset + i + AB_BATCH})
+
+        def one_by_one(events: list[ChangeEvent], first_offset: int) -> None:
+            for i, e in enumerate(events):
+                store.apply([e], {("t", 0): first_offset + i + 1})
+
+        out = {"apply into SQLite, snapshot load (rows/s)": _rate(lambda: apply_all(self.load, 0), self.rows)}
+        out["apply into SQLite, updates and deletes (rows/s)"] = _rate(
+            lambda: apply_all(self.stream, self.rows), self.rows)
+        singles = self.singles
+        out["apply into SQLite, one-row batches (batches/s)"] = _rate(
+            lambda: one_by_one(singles, 2 * self.rows), len(singles))
+        store.close()
+        folder.cleanup()
+        return out
+
+
+def serve_measures(rows: int, writer: str | None) -> None:
+    """An --ab worker: builds its inputs, says "ready", then runs one measure per line of stdin."""
+    measures = Measures(rows, writer)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(getattr(measures, line.strip())()), flush=True)
+
+
+def run_ab(ref: str, parts: list[str], rows: int, repeats: int) -> None:
+    root = Path(__file__).resolve().parents[1]
+    before = Path(tempfile.mkdtemp(prefix="ecst-bench-a-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+    sides = [("A", str(before), None), ("B", str(root), None)]
+    if "apply" in parts:
+        sides.append(("B ref.", str(root), "sqlalchemy"))
+    workers = {}
+    for side, tree, writer in sides:  # one process per side, its inputs built once
+        cmd = [sys.executable, __file__, "--serve", "--rows", str(rows)]
+        cmd += ["--writer", writer] if writer else []
+        workers[side] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                         env={**os.environ, "ECST_BENCH_TREE": tree})
+        assert workers[side].stdout is not None and workers[side].stdout.readline().strip() == "ready"
+    figures: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(repeats):
+            for part in parts:
+                for side, _tree, writer in sides:  # A B A B ...: each pass next to the other side's
+                    if part == "decode" and writer:
+                        continue
+                    worker = workers[side]
+                    assert worker.stdin is not None and worker.stdout is not None
+                    worker.stdin.write(part + "\n")
+                    worker.stdin.flush()
+                    for measure, rate in json.loads(worker.stdout.readline()).items():
+                        figures.setdefault((measure, side), []).append(rate)
+    finally:
+        for worker in workers.values():
+            assert worker.stdin is not None
+            worker.stdin.close()
+            worker.wait()
+        shutil.rmtree(before)
+    measures = list(dict.fromkeys(m for m, _ in figures))
+    print(f"A = {ref}, B = this tree; {repeats} rounds, the sides alternating pass by pass; {rows} rows, "
+          f"batches of {AB_BATCH}; medians, and the median of the rounds' B/A ratios")
+    width = max(len(m) for m in measures)
+    print(f"{'measure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>5}  {'rounds':>6}  {'B ref.':>10}")
+    for m in measures:
+        a, b = figures[(m, "A")], figures[(m, "B")]
+        ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
+        ref_b = figures.get((m, "B ref."))
+        ref_text = f"{statistics.median(ref_b):>10,.0f}" if ref_b else f"{'':>10}"
+        print(f"{m:<{width}}  {statistics.median(a):>10,.0f}  {statistics.median(b):>10,.0f}  "
+              f"{statistics.median(b) / statistics.median(a):>5.2f}  {ratio:>6.2f}  {ref_text}")
+    print(json.dumps({f"{m} [{side}]": [round(v) for v in vs] for (m, side), vs in figures.items()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,7 +272,19 @@ def main() -> None:
     parser.add_argument("--pg-url",
                         help="PostgreSQL URL for the apply benchmark (default: the local stack's)")
     parser.add_argument("--e2e", action="store_true", help="also measure a snapshot on the local stack")
+    parser.add_argument("--ab", metavar="REF", help="compare git revision REF (A) with this tree (B)")
+    parser.add_argument("--parts", default="decode,apply", help="with --ab: decode, apply or both")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # an --ab worker
+    parser.add_argument("--writer", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve_measures(args.rows, args.writer)
+        return
+    if args.ab:
+        if args.repeats < 3:
+            parser.error("--ab needs --repeats 3 or more")
+        run_ab(args.ab, [p.strip() for p in args.parts.split(",") if p.strip()], args.rows, args.repeats)
+        return
     results = bench_decode(args.repeats)
     pg_url = args.pg_url
     if pg_url is None:

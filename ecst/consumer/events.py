@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecst.consumer import jsontext
 from ecst.consumer.positions import source_order
-from ecst.consumer.types import DEFAULT_PLACEHOLDER, Field, convert
+from ecst.consumer.types import DEFAULT_PLACEHOLDER, UNCHANGED, Converter, Field, converter, passes_through
 from ecst.exceptions import EventError
 
 OPS = frozenset("crudt")
@@ -63,14 +64,48 @@ class ChangeEvent:
 
 def _loads(raw: bytes, what: str) -> Any:
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"{what} is not JSON: {exc}") from exc
 
 
+class _Struct:
+    """The fields of one struct schema and the converters of its columns, chosen once: a column
+    whose values pass through as they are (text, numbers, booleans) needs none."""
+
+    __slots__ = ("fields", "_placeholder", "_converters")
+
+    def __init__(self, fields: tuple[Field, ...], placeholder: str) -> None:
+        self.fields = fields
+        self._placeholder = placeholder
+        by_name = {f.name: f for f in fields}  # a name twice: the last field of that name
+        self._converters: dict[str, Converter] = {
+            name: converter(f, placeholder) for name, f in by_name.items() if not passes_through(f)}
+
+    def row(self, payload: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The row of a struct payload, each value decoded as `convert` decodes it."""
+        if payload is None:
+            return None
+        out: dict[str, Any] = {}
+        converters, placeholder = self._converters, self._placeholder
+        name = None
+        try:
+            for name, value in payload.items():
+                convert = converters.get(name)
+                if convert is not None:
+                    out[name] = convert(value)
+                elif value == placeholder and isinstance(value, str):
+                    out[name] = UNCHANGED
+                else:
+                    out[name] = value
+        except EventError as exc:
+            raise EventError(f"column {name!r}: {exc}") from exc
+        return out
+
+
 class _Schema(dict[str, Any]):
     """A parsed Connect schema, shared by every record that embeds the same schema bytes;
-    the field lists derived from it are computed once."""
+    the field lists and converters derived from it are computed once."""
 
     def fields_of(self, name: str | None) -> tuple[Field, ...]:
         cache: dict[str | None, tuple[Field, ...]] = self.__dict__.setdefault("_fields", {})
@@ -81,7 +116,18 @@ class _Schema(dict[str, Any]):
                 cache[name] = _struct_fields(_envelope_field(self, name))
         return cache[name]
 
+    def struct_of(self, name: str | None, placeholder: str, flattened: bool = False) -> _Struct:
+        """`_struct(self, name, placeholder, flattened)`, computed once."""
+        cache: dict[tuple[str | None, str, bool], _Struct] = self.__dict__.setdefault("_structs", {})
+        key = (name, placeholder, flattened)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _new_struct(self.fields_of(name), placeholder, flattened)
+        return found
 
+
+SMT_PREFIX = "__"
+_DOCUMENT_KEYS = frozenset({"schema", "payload"})
 _SCHEMAS: dict[bytes, _Schema] = {}
 _SCHEMA_CACHE_SIZE = 512
 _HEAD, _PAYLOAD = b'{"schema":', b',"payload":'
@@ -97,11 +143,11 @@ def _document(raw: bytes, what: str) -> tuple[dict[str, Any] | None, Any]:
             schema = _SCHEMAS.get(schema_raw)
             try:
                 if schema is None:
-                    schema = _Schema(json.loads(schema_raw))
+                    schema = _Schema(jsontext.loads(schema_raw))
                     if len(_SCHEMAS) >= _SCHEMA_CACHE_SIZE:
                         _SCHEMAS.clear()
                     _SCHEMAS[schema_raw] = schema
-                return schema, json.loads(raw[cut + len(_PAYLOAD):-1])
+                return schema, jsontext.loads(raw[cut + len(_PAYLOAD):-1])
             except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
                 pass  # not the converter's layout after all: parse the whole document
     return _split(_loads(raw, what))
@@ -113,9 +159,32 @@ def _fields(schema: dict[str, Any] | None, name: str | None) -> tuple[Field, ...
     return _struct_fields(schema if name is None else _envelope_field(schema, name))
 
 
+def _struct(schema: dict[str, Any] | None, name: str | None, placeholder: str,
+            flattened: bool = False) -> _Struct:
+    """The fields of struct `name` of `schema` (the schema itself for None; without the SMT's
+    `__` fields when `flattened`) with their converters; cached with a schema seen before."""
+    if isinstance(schema, _Schema):
+        return schema.struct_of(name, placeholder, flattened)
+    if not schema:  # no schema (schemas.enable=false): no field, the same struct every time
+        found = _NO_FIELDS.get(placeholder)
+        if found is None:
+            found = _NO_FIELDS[placeholder] = _Struct((), placeholder)
+        return found
+    return _new_struct(_fields(schema, name), placeholder, flattened)
+
+
+_NO_FIELDS: dict[str, _Struct] = {}  # by placeholder
+
+
+def _new_struct(fields: tuple[Field, ...], placeholder: str, flattened: bool) -> _Struct:
+    if flattened:
+        fields = tuple(f for f in fields if not f.name.startswith(SMT_PREFIX))
+    return _Struct(fields, placeholder)
+
+
 def _split(doc: Any) -> tuple[dict[str, Any] | None, Any]:
     """(schema, payload) from a JSON-converter document, with or without an embedded schema."""
-    if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
+    if isinstance(doc, dict) and doc.keys() == _DOCUMENT_KEYS:
         return doc["schema"], doc["payload"]
     return None, doc
 
@@ -136,24 +205,8 @@ def _envelope_field(schema: dict[str, Any] | None, name: str) -> dict[str, Any] 
     return None
 
 
-def _row(
-    payload: dict[str, Any] | None, fields: tuple[Field, ...], placeholder: str
-) -> dict[str, Any] | None:
-    if payload is None:
-        return None
-    by_name = {f.name: f for f in fields}
-    out: dict[str, Any] = {}
-    for name, value in payload.items():
-        f = by_name.get(name)
-        try:
-            out[name] = convert(value, f, placeholder)
-        except EventError as exc:
-            raise EventError(f"column {name!r}: {exc}") from exc
-    return out
-
-
 HEARTBEAT_SCHEMA = "io.debezium.connector.common.Heartbeat"
-SMT_PREFIX = "__"
+_TS_ONLY = frozenset({"ts_ms"})
 
 
 def _no_change(schema: dict[str, Any] | None, payload: Any) -> bool:
@@ -162,7 +215,7 @@ def _no_change(schema: dict[str, Any] | None, payload: Any) -> bool:
     if name == HEARTBEAT_SCHEMA or name.endswith("TransactionMetadataValue"):
         return True
     if isinstance(payload, dict):
-        if set(payload) <= {"ts_ms"}:  # heartbeat without schema
+        if payload.keys() <= _TS_ONLY:  # heartbeat without schema
             return True
         if payload.get("status") in ("BEGIN", "END") and "id" in payload and "op" not in payload:
             return True
@@ -173,11 +226,11 @@ def _key_of(record: Record, placeholder: str) -> tuple[dict[str, Any] | None, tu
     if record.key is None:
         return None, ()
     key_schema, key_payload = _document(record.key, "record key")
-    key_fields = _fields(key_schema, None)
+    struct = _struct(key_schema, None, placeholder)
     if isinstance(key_payload, dict):
-        return _row(key_payload, key_fields, placeholder) or {}, key_fields
+        return struct.row(key_payload) or {}, struct.fields
     if key_payload is None:
-        return None, key_fields
+        return None, struct.fields
     raise EventError(f"record key {key_payload!r} is not a struct")
 
 
@@ -187,7 +240,7 @@ def is_tombstone(record: Record) -> bool:
     if record.value is None:
         return True
     try:
-        return _split(json.loads(record.value))[1] is None
+        return _split(jsontext.loads(record.value))[1] is None
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
 
@@ -214,9 +267,12 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         raise EventError("change envelope has no source.table")
 
     key, key_fields = _key_of(record, placeholder)
-    fields = _fields(value_schema, "after") or _fields(value_schema, "before")
-    after = _row(payload.get("after"), fields, placeholder) if op in "cru" else None
-    before = _row(payload.get("before"), fields, placeholder)
+    struct = _struct(value_schema, "after", placeholder)
+    if not struct.fields:
+        struct = _struct(value_schema, "before", placeholder)
+    fields = struct.fields
+    after = struct.row(payload.get("after")) if op in "cru" else None
+    before = struct.row(payload.get("before"))
     if op != "t":
         if not key:
             raise EventError(
@@ -275,8 +331,9 @@ def _decode_flattened(
     op = "d" if deleted else meta.get("op") or "u"
     if op not in OPS:
         raise EventError(f"unknown __op {op!r}; expected one of c, r, u, d")
-    fields = tuple(f for f in _fields(schema, None) if not f.name.startswith(SMT_PREFIX))
-    row = _row({k: v for k, v in payload.items() if not k.startswith(SMT_PREFIX)}, fields, placeholder)
+    struct = _struct(schema, None, placeholder, flattened=True)
+    fields = struct.fields
+    row = struct.row({k: v for k, v in payload.items() if not k.startswith(SMT_PREFIX)})
     key, key_fields = _key_of(record, placeholder)
     table = meta.get("table") or record.topic.rsplit(".", 1)[-1]
     if not key:

@@ -18,10 +18,22 @@ from typing import Any
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.types import UNCHANGED
 
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_json_string = json.encoder.encode_basestring_ascii
+
 
 def key_text(key: dict[str, Any]) -> str:
-    """A stable text form of a primary key, used for delete tombstones."""
-    return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    """A stable text form of a primary key, used for delete tombstones:
+    `json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)`, written directly for
+    the usual one-column key of an integer or a text (its name needs no escaping)."""
+    if len(key) == 1:
+        for name, value in key.items():
+            if name.__class__ is str and name.isascii() and name.isidentifier():
+                if value.__class__ is int:
+                    return '{"' + name + '":' + int.__repr__(value) + "}"
+                if value.__class__ is str:
+                    return '{"' + name + '":' + _json_string(value) + "}"
+    return _KEY_ENCODER.encode(key)
 
 
 @dataclass
@@ -52,6 +64,14 @@ class TableChanges:
     @property
     def deletes(self) -> list[ChangeEvent]:
         return [e for e in self.latest.values() if e.op == "d"]
+
+    def keyed_upserts(self) -> list[tuple[str, ChangeEvent]]:
+        """`upserts`, each with the `key_text` of its key (computed once, when it was added)."""
+        return [(k, e) for k, e in self.latest.items() if e.op in "cru"]
+
+    def keyed_deletes(self) -> list[tuple[str, ChangeEvent]]:
+        """`deletes`, each with the `key_text` of its key."""
+        return [(k, e) for k, e in self.latest.items() if e.op == "d"]
 
 
 def _carry_unchanged(older: ChangeEvent, newer: ChangeEvent) -> ChangeEvent:

@@ -17,10 +17,10 @@ The rule and the evidence for it are in docs/positions.md. In short:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ecst.consumer import jsontext
 from ecst.exceptions import EventError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def _sequence(source: Mapping[str, Any]) -> list[int | None] | None:
     if not raw:
         return None
     try:
-        parsed = json.loads(raw) if isinstance(raw, str) else raw
+        parsed = jsontext.loads(raw) if isinstance(raw, str) else raw
         return [None if v is None else int(v) for v in parsed]
     except (ValueError, TypeError) as exc:
         raise EventError(f"source.sequence {raw!r} is not a list of LSNs") from exc

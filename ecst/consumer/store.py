@@ -1,9 +1,10 @@
 """The private state store: open the state database, read it, and apply each batch with its offsets.
 
 Every batch is applied in one transaction together with the Kafka offsets it advances to, so
-the state and the offsets can never disagree. The row writes and their position guard are in
-writes.py, the state tables in tables.py, the bookkeeping tables in schema.py, and a rebuild's
-shadow copy (swap, merge, discard) in shadow.py.
+the state and the offsets can never disagree. The batch's writes and their position guard are in
+writes.py (the SQLAlchemy reference) and writes_sqlite.py (SQLite's prepared SQL), chosen per
+dialect in writers.py; the state tables are in tables.py, the bookkeeping tables in schema.py, and
+a rebuild's shadow copy (swap, merge, discard) in shadow.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ecst.consumer.positions import commit_order
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
 from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SnapshotState
 from ecst.consumer.tables import StateTables
-from ecst.consumer.writes import ApplyStats, BatchWriter
+from ecst.consumer.writers import make_writer
+from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import StaleStateError, StateStoreError  # StaleStateError: re-exported
 
 R = TypeVar("R")
@@ -123,6 +125,9 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _utcnow() -> dt.datetime:
+    """The batch timestamp: naive UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class StateStore:
@@ -130,13 +135,16 @@ class StateStore:
 
     `namespace` prefixes every table it owns: the live state has none; a rebuild writes its
     shadow copy under `ecst_shadow__` in the same database, and `promote` swaps it in.
+    `writer` names the batch writer (writers.py); by default the dialect's own.
     """
 
-    def __init__(self, url: str, *, echo: bool = False, namespace: str = "") -> None:
+    def __init__(self, url: str, *, echo: bool = False, namespace: str = "",
+                 writer: str | None = None) -> None:
         self.ns = namespace
         self.engine = make_engine(url, echo=echo)
         self.url = self.engine.url.render_as_string(hide_password=False)
         self.dialect = self.engine.dialect.name
+        self.writer = make_writer(self.dialect, writer)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
         self.book = Bookkeeping(namespace)  # the ecst_* tables (schema.py)
@@ -269,51 +277,26 @@ class StateStore:
         next_offsets: dict[tuple[str, int], int],
         snapshots: dict[str, SnapshotState] | None,
     ) -> ApplyStats:
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = _utcnow()
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 # A swap (`promote`) holds this lock exclusively: it waits for batches in progress,
                 # and a batch that waited for it sees the new generation below. (SQLite's BEGIN
                 # IMMEDIATE already serialises the two.)
                 conn.execute(text(f"SELECT pg_advisory_xact_lock_shared({shadow_copy.PROMOTE_LOCK})"))
-            if self.book.generation(conn) != self.generation:
+            writer = self.writer(conn, self.state_tables, self.book, now)
+            if writer.generation() != self.generation:
                 raise StaleStateError("the state was swapped by a rebuild: re-read offsets and go on")
             floors: dict[tuple[str, int], int] = {}
             if any(e.anchor or e.opening for e in events):
                 events, floors = commit_order(events, self._floors(conn))
-            writer = BatchWriter(conn, self.state_tables, self.book.deleted, now)
             for step in plan_batch(events):
                 writer.write(step)
             if next_offsets:
-                self._save_offsets(conn, next_offsets, floors, now)
+                writer.save_offsets(next_offsets, floors)
             for topic, snap in (snapshots or {}).items():
-                self._save_snapshot(conn, topic, snap, now)
+                writer.save_snapshot(topic, snap)
         return writer.stats
-
-    def _save_offsets(self, conn: Connection, next_offsets: dict[tuple[str, int], int],
-                      floors: dict[tuple[str, int], int], now: dt.datetime) -> None:
-        offsets = self.book.offsets
-        rows = [{"topic": t, "partition": p, "next_offset": o, "updated_at": now, FLOOR: floors.get((t, p))}
-                for (t, p), o in sorted(next_offsets.items())]
-        stmt = dialect_insert(conn, offsets)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["topic", "partition"],
-            set_={"next_offset": stmt.excluded.next_offset,
-                  "updated_at": stmt.excluded.updated_at,
-                  FLOOR: func.coalesce(stmt.excluded[FLOOR], offsets.c[FLOOR])},
-        )
-        conn.execute(stmt, rows)
-
-    def _save_snapshot(self, conn: Connection, topic: str, snap: SnapshotState, now: dt.datetime) -> None:
-        stmt = dialect_insert(conn, self.book.snapshots)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["topic"],
-            set_={"state": stmt.excluded.state, POSITION: stmt.excluded[POSITION],
-                  "targets": stmt.excluded.targets, "updated_at": stmt.excluded.updated_at},
-        )
-        conn.execute(stmt, {"topic": topic, "state": snap.state, POSITION: snap.position,
-                            "updated_at": now,
-                            "targets": json.dumps({str(p): o for p, o in snap.targets.items()})})
 
     # ----- a rebuild's shadow copy (shadow.py) -------------------------------------------
     def rebuild_record(self) -> dict[str, Any] | None:

@@ -88,7 +88,9 @@ class StateTables:
         for k, v in sample.key.items():
             columns[k] = key_fields.get(k) or fields.get(k) or Field.for_sample(k, v)
         for e in changes.latest.values():
-            for c, v in (e.after or {}).items():
+            if e.after is None or e.after.keys() <= columns.keys():
+                continue  # no column to add: the usual case, checked without a loop per column
+            for c, v in e.after.items():
                 if c not in columns and (c in fields or v is not None or not fields):
                     columns[c] = fields.get(c) or Field.for_sample(c, v)
         known = self._cache.get(name)

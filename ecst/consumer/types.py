@@ -1,7 +1,8 @@
 """Kafka Connect / Debezium field schemas turned into Python values and SQL column types.
 
 Pure functions only: `convert(value, field)` decodes one JSON value according to its Connect
-field schema (logical type and parameters), `sql_type(field)` picks the state-store column type.
+field schema (logical type and parameters), `converter(field)` is the same decoding chosen once
+for a field's many values, `sql_type(field)` picks the state-store column type.
 
 NULL in a JSON-stored column (json, jsonb, arrays, maps, structs) is SQL NULL; a json/jsonb value
 that is the JSON document `null` is stored as the JSON text `null` (`JSON.NULL`), so the two stay
@@ -12,9 +13,11 @@ Debezium's two `interval.handling.mode` representations, for `ecst.verify`.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple
@@ -36,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, Numeric, TypeDecorator, TypeEngine
 
+from ecst.consumer import jsontext
 from ecst.exceptions import EventError
 
 EPOCH_DATE = dt.date(1970, 1, 1)
@@ -111,69 +115,186 @@ class Field:
         )
 
 
+def _b64decode(value: Any) -> bytes:
+    """`base64.b64decode(value)`: the same bytes and errors, a text decoded without its wrapper."""
+    return binascii.a2b_base64(value) if value.__class__ is str else base64.b64decode(value)
+
+
 def _decimal_from_bytes(b64: str, scale: int) -> Decimal:
-    unscaled = int.from_bytes(base64.b64decode(b64), "big", signed=True)
+    unscaled = int.from_bytes(_b64decode(b64), "big", signed=True)
     return Decimal(f"{unscaled}E{-scale}")  # exact at any precision (scaleb rounds to 28 digits)
+
+
+Converter = Callable[[Any], Any]
+"""One field's `convert`, chosen once: `converter(f, p)(value)` is `convert(value, f, p)`."""
+
+_DECIMAL = "org.apache.kafka.connect.data.Decimal"
+_DATES = ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date")
+_MILLI_TIMESTAMPS = ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp")
+_MILLI_TIMES = ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time")
 
 
 def convert(value: Any, f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER) -> Any:
     """Decode one JSON value of field `f` to its Python value (Decimal, datetime, bytes, ...).
 
     Returns `UNCHANGED` for Debezium's unchanged-TOAST placeholder. With no schema (`f` None,
-    `schemas.enable=false`) the JSON value is returned as it is.
+    `schemas.enable=false`) the JSON value is returned as it is. To decode many values of one
+    field, take its `converter` once.
     """
-    if value is None:
-        return None
-    if isinstance(value, str) and value == placeholder:
-        return UNCHANGED
-    if f is None:
-        return value
+    return converter(f, placeholder)(value)
+
+
+def passes_through(f: Field | None) -> bool:
+    """True when `convert` returns every value of `f` as it is, the placeholder aside."""
+    return f is None or _decoder(f, DEFAULT_PLACEHOLDER) is None
+
+
+def converter(f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER) -> Converter:
+    """The function that decodes values of field `f` (see `convert`), its logical type and
+    parameters looked at once rather than for every value."""
+    decode = None if f is None else _decoder(f, placeholder)
+    if decode is None:  # a value passed through: only the placeholder is told apart
+
+        def plain(value: Any) -> Any:
+            return UNCHANGED if isinstance(value, str) and value == placeholder else value
+
+        return plain
+    assert f is not None
+    what = f.logical or f.type
+
+    def convert_value(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and value == placeholder:
+            return UNCHANGED
+        try:
+            return decode(value)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise EventError(f"field {f.name!r}: cannot decode {value!r} as {what}: {exc}") from exc
+
+    return convert_value
+
+
+def _decoder(f: Field, placeholder: str) -> Converter | None:
+    """How a value of `f` (neither None nor the placeholder) is decoded; None: as it is. It may
+    raise ValueError, TypeError or KeyError, which `converter` reports with the field's name."""
     logical = f.logical
-    try:
-        if logical == "org.apache.kafka.connect.data.Decimal":
-            if isinstance(value, str) and f.type == "bytes":
-                return _decimal_from_bytes(value, int(f.parameters.get("scale", "0")))
+    if logical == _DECIMAL:
+        if f.type != "bytes":
+            return _decimal_from_text
+        scale_text = f.parameters.get("scale", "0")
+        try:
+            scale: int | None = int(scale_text)
+        except (ValueError, TypeError):
+            scale = None  # each value then fails as it would have
+
+        def decimal(value: Any) -> Any:
+            if isinstance(value, str):
+                return _decimal_from_bytes(value, int(scale_text) if scale is None else scale)
             return Decimal(str(value))
-        if logical == "io.debezium.data.VariableScaleDecimal":
-            if isinstance(value, dict):
-                return _decimal_from_bytes(value["value"], int(value["scale"]))
-            return Decimal(str(value))
-        if logical in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
-            return EPOCH_DATE + dt.timedelta(days=int(value))
-        if logical in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
-            return EPOCH + dt.timedelta(milliseconds=int(value))
-        if logical == "io.debezium.time.MicroTimestamp":
-            return EPOCH + dt.timedelta(microseconds=int(value))
-        if logical == "io.debezium.time.NanoTimestamp":
-            return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
-        if logical == "io.debezium.time.ZonedTimestamp":
-            return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
-        if logical == "io.debezium.time.ZonedTime":  # timetz: Debezium normalises to UTC
-            return dt.time.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-        if logical == "io.debezium.time.MicroDuration":  # interval (months approximated)
-            return dt.timedelta(microseconds=int(value))
-        if logical == "io.debezium.data.Json":
-            document = json.loads(value)
-            return JSON.NULL if document is None else document  # the JSON null, not SQL NULL
-        if logical in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
-            return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
-        if logical == "io.debezium.time.MicroTime":
-            return (EPOCH + dt.timedelta(microseconds=int(value))).time()
-        if logical == "io.debezium.time.NanoTime":
-            return (EPOCH + dt.timedelta(microseconds=int(value) // 1000)).time()
-        if f.type == "bytes":
-            raw = base64.b64decode(value)
-            return UNCHANGED if raw == placeholder.encode() else raw
-        if f.type == "array":
+
+        return decimal
+    if logical == "io.debezium.data.VariableScaleDecimal":
+        return _variable_scale_decimal
+    if logical in _DATES:
+        return _date
+    if logical in _MILLI_TIMESTAMPS:
+        return _milli_timestamp
+    if logical == "io.debezium.time.MicroTimestamp":
+        return _micro_timestamp
+    if logical == "io.debezium.time.NanoTimestamp":
+        return _nano_timestamp
+    if logical == "io.debezium.time.ZonedTimestamp":
+        return _zoned_timestamp
+    if logical == "io.debezium.time.ZonedTime":  # timetz: Debezium normalises to UTC
+        return _zoned_time
+    if logical == "io.debezium.time.MicroDuration":  # interval (months approximated)
+        return _micro_duration
+    if logical == "io.debezium.data.Json":
+        return _json_document
+    if logical in _MILLI_TIMES:
+        return _milli_time
+    if logical == "io.debezium.time.MicroTime":
+        return _micro_time
+    if logical == "io.debezium.time.NanoTime":
+        return _nano_time
+    if f.type == "bytes":
+        try:
+            unchanged: bytes | None = placeholder.encode()
+        except UnicodeEncodeError:
+            unchanged = None  # each value then fails as it would have
+
+        def binary(value: Any) -> Any:
+            raw = _b64decode(value)
+            return UNCHANGED if raw == (placeholder.encode() if unchanged is None else unchanged) else raw
+
+        return binary
+    if f.type == "array":
+        item = converter(f.items, placeholder)
+
+        def array(value: Any) -> Any:
             if value and all(v == placeholder for v in value):
                 return UNCHANGED
             # inside a JSON array, a json item's JSON null and a NULL item are both `null`
-            return [None if v is JSON.NULL else v for v in (convert(v, f.items, placeholder) for v in value)]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise EventError(
-            f"field {f.name!r}: cannot decode {value!r} as {logical or f.type}: {exc}"
-        ) from exc
-    return value
+            return [None if v is JSON.NULL else v for v in (item(v) for v in value)]
+
+        return array
+    return None
+
+
+def _decimal_from_text(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+def _variable_scale_decimal(value: Any) -> Decimal:
+    if isinstance(value, dict):
+        return _decimal_from_bytes(value["value"], int(value["scale"]))
+    return Decimal(str(value))
+
+
+def _date(value: Any) -> dt.date:
+    return EPOCH_DATE + dt.timedelta(days=int(value))
+
+
+def _milli_timestamp(value: Any) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=int(value))
+
+
+def _micro_timestamp(value: Any) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=int(value))
+
+
+def _nano_timestamp(value: Any) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
+
+
+def _zoned_timestamp(value: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+
+
+def _zoned_time(value: Any) -> dt.time:
+    return dt.time.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def _micro_duration(value: Any) -> dt.timedelta:
+    return dt.timedelta(microseconds=int(value))
+
+
+def _json_document(value: Any) -> Any:
+    document = jsontext.loads(value)
+    return JSON.NULL if document is None else document  # the JSON null, not SQL NULL
+
+
+def _milli_time(value: Any) -> dt.time:
+    return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
+
+
+def _micro_time(value: Any) -> dt.time:
+    return (EPOCH + dt.timedelta(microseconds=int(value))).time()
+
+
+def _nano_time(value: Any) -> dt.time:
+    return (EPOCH + dt.timedelta(microseconds=int(value) // 1000)).time()
 
 
 class ExactDecimal(TypeDecorator[Decimal]):

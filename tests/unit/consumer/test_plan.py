@@ -1,7 +1,11 @@
 import dataclasses
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.plan import group_by_unchanged, plan_batch
+from ecst.consumer.plan import group_by_unchanged, key_text, plan_batch
 
 
 def ev(op, id_, pos, offset, table="users"):
@@ -91,3 +95,15 @@ def test_a_column_missing_from_the_row_takes_the_key_value_or_none():
 
 def test_no_events_make_no_groups():
     assert group_by_unchanged([], ["id"], "pos") == []
+
+
+# ---- key_text: the tombstones' key form, json.dumps's text whatever the key ---------------------
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.dictionaries(
+    st.sampled_from(["id", "Id_2", "_x", "é", "a b", 'q"', "1st", ""]) | st.text(max_size=4),
+    st.integers() | st.booleans() | st.text(max_size=6) | st.floats() | st.none() | st.decimals()
+    | st.dates() | st.uuids(),
+    min_size=1, max_size=3))
+def test_key_text_is_the_sorted_compact_json_of_the_key(key):
+    assert key_text(key) == json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
