@@ -209,7 +209,7 @@ class Consumer:
             stats = self._apply_items(group, items, good)
         except StateStoreError:
             raise  # the database itself is unavailable or unusable: nothing to dead-letter
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OverflowError) as exc:  # SQLite's driver: an integer beyond 64 bits
             if self._stop_on_error():
                 raise EventError(f"batch rejected by the state store: {exc}; the state is "
                                  "unchanged from the last good batch") from exc
@@ -250,7 +250,7 @@ class Consumer:
                 continue
             try:
                 total.merge(self._apply_items(group, [d], [d]))
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OverflowError) as exc:
                 d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
                 self.dead_letters.send([(d.record, d.error)], stage="apply")
                 self.stats.dead_lettered += 1

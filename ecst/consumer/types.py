@@ -169,15 +169,15 @@ def converter(f: Field | None, placeholder: str = DEFAULT_PLACEHOLDER) -> Conver
             return UNCHANGED
         try:
             return decode(value)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise EventError(f"field {f.name!r}: cannot decode {value!r} as {what}: {exc}") from exc
 
     return convert_value
 
 
 def _decoder(f: Field, placeholder: str) -> Converter | None:
-    """How a value of `f` (neither None nor the placeholder) is decoded; None: as it is. It may
-    raise ValueError, TypeError or KeyError, which `converter` reports with the field's name."""
+    """How a value of `f` (neither None nor the placeholder) is decoded; None: as it is. It may raise
+    ValueError, TypeError, KeyError or OverflowError, which `converter` reports with the field's name."""
     logical = f.logical
     if logical == _DECIMAL:
         if f.type != "bytes":

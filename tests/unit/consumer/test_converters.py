@@ -80,7 +80,7 @@ def reference_convert(value, f, placeholder=DEFAULT_PLACEHOLDER):
                 return UNCHANGED
             return [None if v is JSON.NULL else v
                     for v in (reference_convert(v, f.items, placeholder) for v in value)]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:  # OverflowError: since the 64-bit fix
         raise EventError(
             f"field {f.name!r}: cannot decode {value!r} as {logical or f.type}: {exc}"
         ) from exc

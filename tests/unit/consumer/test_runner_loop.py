@@ -104,3 +104,17 @@ def test_a_rebuild_policy_filters_events_keeps_cold_starts_undecided_and_ends_th
     assert len(turns) == 2  # ended by the policy, not by a stop event
     assert [r["id"] for r in store.rows("users")] == [1] and stats.ignored == 1  # id 2 filtered
     assert not c.snapshot_applied()  # a snapshot rebuild decides completion from the snapshot
+
+
+def test_integers_beyond_64_bits_are_dead_lettered_not_a_crash(store, kafka):
+    """A malformed record (a timestamp or a key beyond 64 bits) is dead-lettered: at decode when
+    its type cannot hold it, at apply when SQLite's driver cannot bind it (OverflowError)."""
+    records = snapshot_then_changes()
+    records.insert(3, envelope("u", 5, 150, after=row(5, last_login=10**30)))
+    records.insert(4, envelope("u", 2**70, 160, after=row(2**70)))
+    kafka(records)
+    stats = consumer(store, config=ConsumerConfig(dead_letter_topic="ecst.dlq")).run(until_caught_up=True)
+    assert stats.dead_lettered == 2 and store.stored_offsets() == {(TOPIC, 0): 7}
+    stages = [headers["ecst.stage"] for _t, _k, _v, headers in kafka.producer.sent]
+    assert stages == [b"decode", b"apply"]
+    assert {r["id"]: r["bio"] for r in store.rows("users")} == {1: "changed", 3: "hello"}

@@ -1,0 +1,5 @@
+"""Allows `python -m ecst`."""
+
+from ecst.cli.main import main
+
+main()

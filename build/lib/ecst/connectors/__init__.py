@@ -1,0 +1,1 @@
+"""Connectors as code: YAML definitions sent to the Kafka Connect REST API."""

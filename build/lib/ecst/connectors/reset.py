@@ -1,0 +1,53 @@
+"""Resets a connector so it takes a new initial snapshot: stop it, drop its slot, forget its offsets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ecst.connectors.client import ConnectClient
+from ecst.connectors.slots import drop_inactive_slot, wait_for_slot_inactive
+from ecst.exceptions import RebuildError
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_MODES_FOR_FRESH = {"initial", "always", "when_needed"}  # a reset connector snapshots again
+STOP_TIMEOUT_S = 60.0
+
+
+def connector_state(client: ConnectClient, name: str) -> str:
+    """The connector's state as Connect reports it (UNKNOWN when it does not say)."""
+    status = client.status(name) or {}
+    return str((status.get("connector") or {}).get("state", "UNKNOWN"))
+
+
+def reset_connector(client: ConnectClient, name: str, config: dict[str, str],
+                    producer: Callable[[], Any] | None = None) -> None:
+    """Stop connector `name`, drop its replication slot (when `producer`, which opens a connection
+    to the producer database, is given), delete its offsets and resume it: it takes a new initial
+    snapshot on a new slot, then streams. Refused for a `snapshot.mode` that would not snapshot."""
+    mode = config.get("snapshot.mode", "initial")
+    if mode not in SNAPSHOT_MODES_FOR_FRESH:
+        raise RebuildError(f"connector {name!r} has snapshot.mode={mode}: a reset connector "
+                           f"would not snapshot; use one of {sorted(SNAPSHOT_MODES_FOR_FRESH)}")
+    client.stop(name)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while connector_state(client, name) != "STOPPED":
+        if time.monotonic() > deadline:
+            raise RebuildError(f"connector {name!r} did not stop within {STOP_TIMEOUT_S:.0f} s "
+                               "(`ecst connectors status`)")
+        time.sleep(0.5)
+    slot = config.get("slot.name", "debezium")
+    if producer is not None:
+        with producer() as conn:
+            wait_for_slot_inactive(conn, slot)
+            drop_inactive_slot(conn, slot)
+        log.info("dropped replication slot %s: the connector creates a new one", slot)
+    else:
+        log.warning("no producer database given: slot %s is kept; the new snapshot then streams "
+                    "from the slot's position (duplicates are harmless)", slot)
+    client.reset_offsets(name)
+    client.resume(name)
+    log.info("connector %s reset: it takes a new initial snapshot", name)

@@ -1,0 +1,244 @@
+"""The consumer's side of Kafka: joining the group, positioning every assigned partition at the
+offsets the state store holds, polling, waiting out a broker outage, and committing offsets to
+Kafka for lag tools (the state store holds the truth)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import FencedInstanceIdError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ecst import kafka
+from ecst.consumer.config import ConsumerConfig
+from ecst.consumer.metrics import Metrics
+from ecst.consumer.outage import Backoff, StoreHealth
+from ecst.consumer.store import StateStore
+from ecst.exceptions import StackError, StateStoreUnavailableError
+
+log = logging.getLogger(__name__)
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
+MEMBERSHIP_CHECK_S = 10.0  # an idle static member commits this often, to learn it was fenced
+
+
+class SeekToStoredOffsets(ConsumerRebalanceListener):
+    """On assignment, position every partition at the offset the state store holds."""
+
+    def __init__(self, consumer: KafkaConsumer, store: StateStore, health: StoreHealth) -> None:
+        self.consumer = consumer
+        self.store = store
+        self.health = health
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Batches are applied between polls, so nothing is in flight when this runs.
+        log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # While the store is away its offsets are unknown: the partitions stay paused (the
+        # consumer keeps its place in the group) and are positioned when the store is back.
+        if not self.health.up:
+            self.consumer.pause(*assigned)
+            return
+        try:
+            self.seek_all(assigned)
+        except StateStoreUnavailableError as exc:
+            self.consumer.pause(*assigned)
+            self.health.lost(exc)
+        except Exception:
+            log.exception("could not seek to the stored offsets on assignment")
+            raise
+
+    def seek_all(self, assigned: list[TopicPartition], stored: Offsets | None = None) -> None:
+        """Position each partition at the stored offset (the beginning if none)."""
+        stored = self.store.stored_offsets() if stored is None else stored
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info("partitions assigned: %s", ", ".join(
+            f"{tp.topic}[{tp.partition}]@{stored.get((tp.topic, tp.partition), 'beginning')}"
+            for tp in sorted(assigned)))
+
+
+class GroupReader:
+    """One member of the consumer group, reading the configured topics for one `StateStore`.
+    `alive()` is called while it waits, so the loop counts as alive for /healthz."""
+
+    def __init__(self, settings: kafka.KafkaSettings, config: ConsumerConfig, store: StateStore,
+                 health: StoreHealth, *, client_id: str, poll_timeout_ms: int,
+                 alive: Callable[[], None]) -> None:
+        self.settings = settings
+        self.config = config
+        self.topics = [m.topic for m in config.topics]
+        self.poll_timeout_ms = poll_timeout_ms
+        self.alive = alive
+        self.consumer = kafka.consumer(
+            settings, group_id=config.group_id,
+            # static membership: a restarted member takes its partitions back at once
+            group_instance_id=config.group_instance_id or None,
+            client_id=client_id, auto_offset_reset="earliest", max_poll_records=config.batch_size)
+        self.listener = SeekToStoredOffsets(self.consumer, store, health)
+        self._last_commit = time.monotonic()
+        self._present: dict[str, bool] = {}
+
+    # -- start --------------------------------------------------------------------------
+    def wait_for_topics(self, timeout_s: float) -> list[TopicPartition]:
+        """Every partition of the configured topics, once they all exist."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing, partitions = [], []
+            for topic in self.topics:
+                ids = self.consumer.partitions_for_topic(topic)
+                if not ids:
+                    missing.append(topic)
+                else:
+                    partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+            if not missing:
+                return partitions
+            if time.monotonic() > deadline:
+                raise StackError(f"topic(s) {', '.join(missing)} do not exist after {timeout_s:.0f} s: "
+                                 "is the connector running? (`ecst connectors status`)")
+            time.sleep(0.5)
+            self.consumer.topics()  # refresh metadata
+
+    def offsets_at_start(self, partitions: list[TopicPartition]) -> tuple[Offsets, Offsets]:
+        """(beginning, end) offsets of `partitions` now."""
+        ends, begins = self.consumer.end_offsets(partitions), self.consumer.beginning_offsets(partitions)
+        return _keyed(begins), _keyed(ends)
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(self.topics, listener=self.listener)
+
+    # -- the loop's calls ---------------------------------------------------------------
+    def poll(self) -> list:
+        """The next batch of messages, in partition order."""
+        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.config.batch_size)
+        return [m for messages in polled.values() for m in messages]
+
+    def reposition(self, stored: Offsets | None = None) -> None:
+        """Position every assigned partition at the stored offsets again."""
+        self.listener.seek_all(list(self.consumer.assignment()), stored)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))]
+        return {tp.partition: o for tp, o in self.consumer.end_offsets(tps).items()}
+
+    def progress(self, stored: Offsets) -> Offsets:
+        """Per partition, the larger of its stored offset and its position (if assigned)."""
+        out = dict(stored)
+        for tp in self.consumer.assignment():
+            try:
+                position = self.consumer.position(tp, timeout_ms=5000) or 0
+            except KafkaError:
+                continue
+            key = (tp.topic, tp.partition)
+            out[key] = max(out.get(key, 0), position)
+        return out
+
+    def commit(self, next_offsets: Offsets) -> None:
+        """Commit to Kafka, for lag tools; a failure is only logged (the state is committed)."""
+        self._last_commit = time.monotonic()
+        try:
+            self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                  for (t, p), o in next_offsets.items()})
+        except FencedInstanceIdError:
+            raise  # another process took this one's group instance id: the loop says so
+        except KafkaError as exc:
+            log.warning("Kafka offset commit failed (state is committed): %s", exc)
+
+    def confirm_membership(self) -> None:
+        """A static member replaced by another process with the same group instance id learns it
+        from its next commit only (kafka-python's heartbeat thread stops without a word), and
+        meanwhile it would go on reading: so an idle static member commits its positions every
+        MEMBERSHIP_CHECK_S."""
+        if not self.config.group_instance_id or time.monotonic() - self._last_commit < MEMBERSHIP_CHECK_S:
+            return
+        positions = {}
+        for tp in self.consumer.assignment():
+            try:
+                positions[(tp.topic, tp.partition)] = self.consumer.position(tp, timeout_ms=5000)
+            except KafkaError:
+                continue
+        positions = {k: o for k, o in positions.items() if o is not None}
+        if positions:
+            self.commit(positions)
+        else:
+            self._last_commit = time.monotonic()
+
+    def observe(self, metrics: Metrics) -> None:
+        """`ecst_partition_lag` of every assigned partition."""
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                continue
+            metrics.set("ecst_partition_lag", max(0, high - position), topic=tp.topic,
+                        partition=str(tp.partition))
+
+    def check_topics(self, metrics: Metrics) -> None:
+        """`ecst_topic_present`, and a warning when a subscribed topic disappears (deleted: its
+        connector cannot deliver changes any more) or comes back."""
+        for topic in self.topics:
+            present = bool(self.consumer.partitions_for_topic(topic))
+            metrics.set("ecst_topic_present", 1.0 if present else 0.0, topic=topic)
+            if present != self._present.get(topic, True):
+                if present:
+                    log.warning("topic %s exists again: a topic that was deleted and re-created lost "
+                                "what it held; check with `ecst verify`", topic)
+                else:
+                    log.warning("topic %s no longer exists (deleted?): the state keeps what was applied, "
+                                "and nothing new arrives; docs/runbook.md, 'Change topic deleted', rebuilds "
+                                "it with `ecst rebootstrap fresh`", topic)
+            self._present[topic] = present
+
+    # -- waiting --------------------------------------------------------------------------
+    def idle_paused(self, seconds: float, stop: threading.Event) -> None:
+        """Spend `seconds` with every partition paused, polling all the while so that the member
+        keeps its place in the group (max.poll.interval.ms) and follows rebalances."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            self.alive()
+            self.consumer.pause(*self.consumer.assignment())  # also partitions a rebalance brought
+            self.consumer.poll(timeout_ms=max(1, min(self.poll_timeout_ms,
+                                                     int((deadline - time.monotonic()) * 1000))))
+
+    def resume(self, stored: Offsets) -> None:
+        """After a state-store outage: position at the offsets the store holds, and resume."""
+        assigned = list(self.consumer.assignment())
+        self.listener.seek_all(assigned, stored)
+        self.consumer.resume(*assigned)
+
+    def wait_for_kafka(self, stop: threading.Event, idle: Callable[[float], None]) -> bool:
+        """Wait with capped backoff until a broker answers; True once it does (then reposition:
+        a turn cut short may have read records it did not apply), False when stopped."""
+        backoff = Backoff()
+        while not stop.is_set():
+            idle(backoff.next())
+            try:
+                self.consumer.topics()  # a metadata request: answered once a broker is back
+            except KafkaError as again:
+                log.debug("Kafka still unreachable: %s", again)
+                continue
+            self.reposition()
+            return True
+        return False
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        except KafkaError:
+            log.warning("error while closing the Kafka consumer", exc_info=True)
+
+
+def _keyed(offsets: dict[TopicPartition, int]) -> Offsets:
+    return {(tp.topic, tp.partition): o for tp, o in offsets.items()}

@@ -1,0 +1,350 @@
+"""The consumer loop, as an orchestrator: poll a batch, decode and map it, apply it in one
+transaction, then bookkeeping (snapshots, readiness, gauges). Each stage lives in its own
+module: `group` (Kafka), `decoding` (decode and map), `store` (the guarded apply), `deadletter`,
+`readiness` (pure decisions), `chores` (gauges, purge).
+
+Offsets live in the state store. On every partition assignment the consumer seeks to the
+offsets stored there (the beginning of the topic if none), so a crash between the state commit
+and the Kafka commit loses nothing and applies nothing twice in effect. Kafka offsets are
+committed too, after the state, only so that lag tools see progress.
+
+A record that cannot be decoded, or that the database rejects, goes to the dead-letter topic
+before the offsets that pass it are committed; with `fail_fast`, or without a dead-letter topic,
+the consumer stops instead and the state stays at the last good batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka.errors import FencedInstanceIdError, KafkaError
+from sqlalchemy.exc import SQLAlchemyError
+
+from ecst import kafka
+from ecst.consumer import readiness
+from ecst.consumer.chores import Chores
+from ecst.consumer.config import ConsumerConfig, check_config
+from ecst.consumer.deadletter import DeadLetters, where
+from ecst.consumer.decoding import Decoded, Decoder, check_mappings
+from ecst.consumer.events import ChangeEvent
+from ecst.consumer.group import GroupReader, Offsets
+from ecst.consumer.metrics import Metrics
+from ecst.consumer.outage import StoreHealth, wait_for_store
+from ecst.consumer.snapshots import MARKERS, SNAPSHOT_PENDING, SnapshotState, snapshot_transitions
+from ecst.consumer.store import StaleStateError, StateStore
+from ecst.consumer.writes import ApplyStats
+from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RebuildPolicy:
+    """How a rebuild's consumer differs from the live one (which keeps the defaults)."""
+
+    accept: Callable[[ChangeEvent], bool] | None = None  # a filtered backfill's row filter
+    cold_start_completes: bool = True  # a replay from the beginning completes the copy
+    until: Callable[[], bool] | None = None  # asked once per loop turn: the run ends when True
+
+
+@dataclass
+class RunStats:
+    """Totals of one `Consumer.run`."""
+
+    batches: int = 0
+    records: int = 0
+    ignored: int = 0  # Kafka tombstones, heartbeats, transaction metadata
+    dead_lettered: int = 0
+    apply: ApplyStats = field(default_factory=ApplyStats)
+    # Why a topic yielded nothing, for `ecst consume`: records read per topic, and the topics
+    # that held no record at all when the run started (e.g. their connector's task failed).
+    by_topic: dict[str, int] = field(default_factory=dict)
+    empty_at_start: set[str] = field(default_factory=set)
+
+    def count(self, items: list[Decoded], stats: ApplyStats, ignored: int, metrics: Metrics) -> None:
+        self.batches += 1
+        self.records += len(items)
+        for d in items:
+            self.by_topic[d.record.topic] = self.by_topic.get(d.record.topic, 0) + 1
+        self.ignored += ignored
+        self.apply.merge(stats)
+        metrics.inc("ecst_batches_total")
+        metrics.inc("ecst_records_ignored_total", ignored)
+        metrics.inc("ecst_events_stale_total", stats.stale)
+        for (op, table), n in stats.by_table_op.items():
+            metrics.inc("ecst_events_applied_total", n, op=op, table=table)
+
+
+class Consumer:
+    """Applies Debezium change topics to a `StateStore`."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        topics: list[str] | None = None,
+        *,
+        bootstrap_servers: kafka.KafkaSettings | str,
+        group_id: str | None = None,
+        batch_size: int | None = None,
+        config: ConsumerConfig | None = None,
+        poll_timeout_ms: int = 500,
+        metrics: Metrics | None = None,
+        client_id: str = "ecst-consumer",
+        policy: RebuildPolicy | None = None,
+        mappings_checked: bool = False,
+        health: StoreHealth | None = None,
+    ) -> None:
+        config = config or ConsumerConfig()
+        if topics:
+            config = config.with_(topics=tuple(config.mapping(t) for t in topics))
+        self.config = check_config(config.with_(group_id=group_id, batch_size=batch_size))
+        self.store = store
+        self.topics = [m.topic for m in self.config.topics]
+        self.kafka = kafka.as_settings(bootstrap_servers)
+        self.poll_timeout_ms = poll_timeout_ms
+        self.client_id = client_id
+        self.metrics = metrics or Metrics()
+        self.health = health or StoreHealth(self.metrics)  # is the state store answering?
+        self.policy = policy or RebuildPolicy()
+        self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
+        self.decoder = Decoder(self.config, self.policy.accept)
+        self.dead_letters = DeadLetters(self.kafka, self.config.dead_letter_topic, self.metrics, client_id)
+        self.stats = RunStats()
+        self.last_loop = time.monotonic()
+        self.snapshots: dict[str, SnapshotState] = {}  # each topic's, as of the loop's latest turn
+        self._caught_up_once = False
+        self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
+        self._cold: list[str] = []  # topics started without stored offsets, not decided yet
+        self.chores = Chores(store, self.metrics, self.topics, self.config.tombstone_retention_hours)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, *, until_caught_up: bool = False, until_ready: bool = False,
+            stop: threading.Event | None = None, topic_timeout_s: float = 120.0,
+            on_batch: Callable[[ApplyStats], None] | None = None) -> RunStats:
+        """Consume until `stop` is set, or (with `until_caught_up`) until every partition's
+        applied offset reaches the end offset the topic had when the run started, or (with
+        `until_ready`) until every topic's snapshot has been completely applied, or until the
+        policy's `until()` returns True."""
+        stop = stop or threading.Event()
+        group = GroupReader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
+                            poll_timeout_ms=self.poll_timeout_ms, alive=self._alive)
+        self.metrics.set("ecst_kafka_up", 1.0)
+        try:
+            partitions = group.wait_for_topics(topic_timeout_s)
+            if not self.mappings_checked:
+                check_mappings(self.config, self.kafka)
+            beginnings, targets = group.offsets_at_start(partitions)
+            log.info("end offsets at start: %s", _fmt(targets))
+            self.stats.empty_at_start = readiness.empty_at_start(self.topics, beginnings, targets)
+            stored = wait_for_store(self.store.stored_offsets, self.health, stop,
+                                    lambda seconds: self._idle(seconds, stop))
+            if stored is None:
+                return self.stats  # stopped while the store was away
+            self._cold = readiness.cold_topics(self.topics, stored, enabled=self.policy.cold_start_completes)
+            group.subscribe()
+            while not stop.is_set():
+                self._alive()
+                try:
+                    if self._turn(group, targets, beginnings, until_caught_up, until_ready, on_batch):
+                        break
+                except StateStoreUnavailableError as exc:
+                    self.health.lost(exc)
+                    self._wait_out_outage(group, stop)
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    self._wait_out_kafka(group, stop, exc)
+        except FencedInstanceIdError as exc:
+            raise ConfigError(
+                f"another consumer joined group {self.config.group_id!r} with this one's group instance "
+                f"id {self.config.group_instance_id!r}, so Kafka fenced this one: give each process its own "
+                "(--group-instance-id, kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)") from exc
+        finally:
+            group.close()
+            self.dead_letters.close()
+        return self.stats
+
+    def _turn(self, group: GroupReader, targets: Offsets, beginnings: Offsets, until_caught_up: bool,
+              until_ready: bool, on_batch: Callable[[ApplyStats], None] | None) -> bool:
+        """One turn of the loop: poll, apply, bookkeeping. True when the run is done."""
+        messages = group.poll()
+        if not self.health.up:  # the store went away during a rebalance (the listener saw it)
+            raise StateStoreUnavailableError(self.health.error)
+        if messages:
+            try:
+                batch_stats = self._apply(group, [self.decoder(m) for m in messages])
+            except StaleStateError:  # a rebuild was swapped in: its offsets rule now
+                log.warning("the state was replaced by a rebuild: re-reading its offsets")
+                self.store.refresh()
+                group.reposition()
+                return False
+            if on_batch is not None:
+                on_batch(batch_stats)
+        self._complete_snapshots()  # also after a crash between the two commits
+        caught_up = readiness.caught_up(targets, beginnings, group.progress(self.store.stored_offsets()))
+        self._caught_up_once = self._caught_up_once or caught_up
+        if caught_up and self._cold:
+            self._complete_cold_start()
+        self.chores.after_turn(group, self.snapshots, self.ready())
+        group.confirm_membership()
+        until = self.policy.until
+        return ((until_caught_up and caught_up) or (until_ready and self.snapshot_applied())
+                or (until is not None and until()))
+
+    # -- applying a batch -----------------------------------------------------------------
+    def _apply(self, group: GroupReader, items: list[Decoded]) -> ApplyStats:
+        started = time.monotonic()
+        bad = [d for d in items if d.error]
+        if bad and self._stop_on_error():
+            raise EventError(f"{where(bad[0].record)}: {bad[0].error}; the state is unchanged from the "
+                             "last good batch")
+        good = [d for d in items if not d.error]
+        try:
+            if bad:
+                self.dead_letters.send([(d.record, d.error or "") for d in bad], stage="decode")
+            stats = self._apply_items(group, items, good)
+        except StateStoreError:
+            raise  # the database itself is unavailable or unusable: nothing to dead-letter
+        except SQLAlchemyError as exc:
+            if self._stop_on_error():
+                raise EventError(f"batch rejected by the state store: {exc}; the state is "
+                                 "unchanged from the last good batch") from exc
+            log.warning("batch rejected by the state store (%s): applying record by record", exc)
+            stats = self._apply_one_by_one(group, items)
+        took = time.monotonic() - started
+        self.metrics.observe_batch(took)
+        group.commit(_next_offsets(items))
+        ignored = sum(1 for d in items if d.event is None and not d.error)
+        self.stats.dead_lettered += len(bad)
+        self.stats.count(items, stats, ignored, self.metrics)
+        newest = max((d.event.ts_ms for d in good if d.event and d.event.ts_ms), default=None)
+        if newest:
+            self.metrics.set("ecst_replication_delay_seconds", max(0.0, time.time() - newest / 1000))
+        log.info("applied batch of %d records (%s, %d ignored, %d stale, %d dead-lettered) in %.0f ms",
+                 len(items), " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
+                 ignored, stats.stale, len(bad), took * 1000)
+        return stats
+
+    def _apply_items(self, group: GroupReader, items: list[Decoded], good: list[Decoded]) -> ApplyStats:
+        events = [d.event for d in good if d.event is not None]
+        self._streamed.update(e.topic for e in events if e.snapshot is None)
+        snapshots: dict[str, SnapshotState] = {}
+        if any(e.snapshot in MARKERS for e in events):
+            snapshots = snapshot_transitions(events, self.store.snapshot_states(), group.end_offsets)
+        # An outage raises StateStoreUnavailableError: the loop waits it out and reads this batch
+        # again; any other database error rejects the batch.
+        return self.store.apply(events, _next_offsets(items), snapshots)
+
+    def _apply_one_by_one(self, group: GroupReader, items: list[Decoded]) -> ApplyStats:
+        """Slow path after a rejected batch: each record alone; the rejected ones are
+        dead-lettered before the offset that passes them is stored."""
+        total = ApplyStats()
+        for d in items:
+            offsets = _next_offsets([d])
+            if d.error or d.event is None:
+                self.store.apply([], offsets)  # already dead-lettered, or no change
+                continue
+            try:
+                total.merge(self._apply_items(group, [d], [d]))
+            except SQLAlchemyError as exc:
+                d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
+                self.dead_letters.send([(d.record, d.error)], stage="apply")
+                self.stats.dead_lettered += 1
+                self.store.apply([], offsets)
+        return total
+
+    def _stop_on_error(self) -> bool:
+        return self.config.fail_fast or not self.config.dead_letter_topic
+
+    # -- waiting out outages --------------------------------------------------------------
+    def _wait_out_outage(self, group: GroupReader, stop: threading.Event) -> None:
+        """Wait for the state store with every partition paused (the member keeps its place in
+        the group), then position every partition at the offsets the store holds and resume.
+        The batch that failed wrote nothing, so it is read again."""
+        self.metrics.set("ecst_ready", 0.0)
+        stored = wait_for_store(self.store.stored_offsets, self.health, stop,
+                                lambda seconds: group.idle_paused(seconds, stop))
+        if stored is not None:
+            group.resume(stored)
+
+    def _wait_out_kafka(self, group: GroupReader, stop: threading.Event, exc: KafkaError) -> None:
+        """Kafka is unreachable (a broker restarting, a network cut): wait for it with capped
+        backoff, then read on from the offsets the state holds. The copy keeps serving meanwhile."""
+        self.metrics.set("ecst_kafka_up", 0.0)
+        log.warning("Kafka is unreachable (%s): waiting for it; the state keeps what was applied", exc)
+        started = time.monotonic()
+        if group.wait_for_kafka(stop, lambda seconds: self._idle(seconds, stop)):
+            self.metrics.set("ecst_kafka_up", 1.0)
+            log.warning("Kafka reachable again after %.0f s: reading on from the state's offsets",
+                        time.monotonic() - started)
+
+    def _alive(self) -> None:
+        self.last_loop = time.monotonic()
+
+    def _idle(self, seconds: float, stop: threading.Event) -> None:
+        """Wait while the loop counts as alive for /healthz."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            self._alive()
+            stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    # -- snapshots and readiness ----------------------------------------------------------
+    def _complete_snapshots(self) -> None:
+        """Read the snapshot states (once per loop turn: readiness and metrics use this copy),
+        and mark pending snapshots complete once every partition reached its target."""
+        states = self.store.snapshot_states()
+        done = readiness.snapshots_done(states, self.store.stored_offsets()) if any(
+            s.state == SNAPSHOT_PENDING for s in states.values()) else []
+        for topic in done:
+            self.store.mark_snapshot_complete(topic)
+            log.info("snapshot of %s completely applied", topic)
+        self.snapshots = self.store.snapshot_states() if done else states
+
+    def _complete_cold_start(self) -> None:
+        complete, self._cold = readiness.cold_start_outcome(self._cold, self.snapshots, self._streamed)
+        for topic in complete:
+            self.store.mark_snapshot_complete(topic)
+            log.info("%s replayed from its beginning: no snapshot markers (compacted away) and "
+                     "streamed changes after them, so the copy is complete", topic)
+        self.snapshots = self.store.snapshot_states()
+
+    def snapshot_applied(self) -> bool:
+        """True once the snapshot of every subscribed topic has been completely applied (as of
+        the consumer loop's latest turn; cheap enough for every /readyz request)."""
+        return readiness.snapshot_applied(self.topics, self.snapshots)
+
+    def ready(self) -> bool:
+        """Readiness by policy: `snapshot` (default), `caught-up` (end offsets at start reached
+        once) or `always` (serve a partial copy); never while the state store is unavailable."""
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why /readyz answers 503, or None when ready."""
+        return readiness.not_ready_reason(self.config.readiness, store_up=self.health.up,
+                                          caught_up_once=self._caught_up_once, topics=self.topics,
+                                          snapshots=self.snapshots)
+
+    def healthy(self, stall_s: float = 120.0) -> bool:
+        """Liveness: the loop turned within `stall_s` (it also turns while it waits for an
+        unavailable state store: restarting the process would not bring the store back)."""
+        return time.monotonic() - self.last_loop < stall_s
+
+    def observe_rebuild(self) -> None:
+        """Export the progress of a rebuild of this state as gauges (see `Chores`)."""
+        self.chores.observe_rebuild()
+
+
+def _next_offsets(items: list[Decoded]) -> Offsets:
+    out: Offsets = {}
+    for d in items:
+        key = (d.record.topic, d.record.partition)
+        out[key] = max(out.get(key, 0), d.record.offset + 1)
+    return out
+
+
+def _fmt(offsets: Offsets) -> str:
+    return ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(offsets.items()))

@@ -1,0 +1,116 @@
+"""The one Kafka adapter: every consumer, producer and admin client ecst builds comes from here.
+
+Clients are built from one `KafkaSettings` (bootstrap servers today; security settings, when
+they come, are added here once). kafka-python's errors at construction, and in the few calls
+made here, become ecst's `KafkaUnavailableError`, whose message names the servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ecst.exceptions import ConfigError, KafkaUnavailableError
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
+REQUEST_TIMEOUT_MS = 30000
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach the Kafka cluster; what every client shares."""
+
+    bootstrap_servers: str
+
+    def __post_init__(self) -> None:
+        for server in self.servers or [""]:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"bootstrap servers {self.bootstrap_servers!r}: {server!r} is not host:port; use "
+                    "host:port[,host:port] (--bootstrap-servers, kafka.bootstrap_servers or "
+                    "ECST_BOOTSTRAP_SERVERS)")
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def client_options(self) -> dict[str, Any]:
+        """Options every client gets (the place for security settings)."""
+        return {"bootstrap_servers": self.servers, "request_timeout_ms": REQUEST_TIMEOUT_MS}
+
+
+def as_settings(kafka: KafkaSettings | str) -> KafkaSettings:
+    """Accept a `KafkaSettings` or a bootstrap string (`host:port[,host:port]`)."""
+    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(kafka)
+
+
+@contextmanager
+def reaching(kafka: KafkaSettings, doing: str = "connect to") -> Iterator[None]:
+    """Turn kafka-python's errors inside the block into one `KafkaUnavailableError` line."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"couldn't {doing} Kafka at {kafka.bootstrap_servers}: {exc} "
+            "(is the stack up? `ecst stack status`)") from exc
+
+
+def consumer(kafka: KafkaSettings | str, **options: Any) -> KafkaConsumer:
+    """A KafkaConsumer; `options` are kafka-python's (group_id, max_poll_records, ...)."""
+    settings = as_settings(kafka)
+    with reaching(settings):
+        return KafkaConsumer(**{"enable_auto_commit": False, **settings.client_options(), **options})
+
+
+def producer(kafka: KafkaSettings | str, **options: Any) -> KafkaProducer:
+    """A KafkaProducer that waits for every in-sync replica (`acks=all`) unless told otherwise."""
+    settings = as_settings(kafka)
+    with reaching(settings):
+        return KafkaProducer(**{"acks": "all", **settings.client_options(), **options})
+
+
+def admin(kafka: KafkaSettings | str, **options: Any) -> KafkaAdminClient:
+    """A KafkaAdminClient."""
+    settings = as_settings(kafka)
+    with reaching(settings):
+        return KafkaAdminClient(**{**settings.client_options(), **options})
+
+
+def ensure_topic(kafka: KafkaSettings | str, topic: str, partitions: int = 1,
+                 configs: dict[str, str] | None = None) -> None:
+    """Create `topic` with the broker's default replication (and `configs`) unless it exists."""
+    settings = as_settings(kafka)
+    client = admin(settings)
+    try:
+        with reaching(settings, f"create topic {topic} on"):
+            if topic not in client.list_topics():
+                client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
+                                               topic_configs=configs or {})])
+    except KafkaUnavailableError as exc:
+        if not isinstance(exc.__cause__, TopicAlreadyExistsError):
+            raise  # otherwise: created meanwhile by another process
+    finally:
+        client.close()
+
+
+def topic_offsets(kafka: KafkaSettings | str, topics: list[str]) -> tuple[Offsets, Offsets]:
+    """(beginning, end) offsets of every partition of `topics` (none for a missing topic)."""
+    settings = as_settings(kafka)
+    probe = consumer(settings)
+    try:
+        with reaching(settings, "read offsets from"):
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+            if not tps:
+                return {}, {}
+            begins, ends = probe.beginning_offsets(tps), probe.end_offsets(tps)
+        return ({(tp.topic, tp.partition): o for tp, o in begins.items()},
+                {(tp.topic, tp.partition): o for tp, o in ends.items()})
+    finally:
+        probe.close()
