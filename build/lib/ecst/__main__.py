@@ -1,5 +1,0 @@
-"""Allows `python -m ecst`."""
-
-from ecst.cli.main import main
-
-main()

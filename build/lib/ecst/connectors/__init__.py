@@ -1,1 +1,0 @@
-"""Connectors as code: YAML definitions sent to the Kafka Connect REST API."""

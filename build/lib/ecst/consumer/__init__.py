@@ -1,1 +1,0 @@
-"""The consumer: Debezium change events from Kafka applied to a private state store."""
