@@ -8,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DOCS_STAMP := $(VENV)/.docs-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo check test faults faults-full lint docs venv stack-up stack-down clean
+.PHONY: demo check test faults faults-full bench bench-quick lint docs venv stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ faults: venv
 
 faults-full: venv
 	ECST_FAULTS_SIZE=full $(VENV)/bin/pytest tests/faults
+
+# The benchmark harness on the local stack (benchmarks/harness.py, about 45 minutes): writes
+# docs/benchmarks.md, docs/bench-charts/*.png, docs/benchmarks.json and docs/benchmarks-raw.json.
+bench: venv
+	$(VENV)/bin/python -m benchmarks.harness
+
+# The same at CI size, into .bench/quick/: the figures mean nothing, the harness cannot rot.
+bench-quick: venv
+	$(VENV)/bin/python -m benchmarks.harness --quick
 
 lint: venv
 	$(VENV)/bin/ruff check ecst tests benchmarks

@@ -1,0 +1,54 @@
+"""One consumer run in its own process, for the harness: prints `started` once imported, then
+one JSON line when done: wall and CPU seconds of the run, peak RSS of the process, records.
+
+    python -m benchmarks.consume_worker --bootstrap HOST:PORT --topic T --state URL \
+        --group G [--until caught-up|ready] [--batch-size 2000]
+
+The clock starts when `Consumer.run` is called (after imports and opening the state store) and
+includes joining the group; `ready_at` is the wall-clock time the run ended, for the harness's
+end-to-end figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--until", choices=["caught-up", "ready"], default="caught-up")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    args = parser.parse_args()
+
+    from ecst.consumer.runner import Consumer
+    from ecst.consumer.store import StateStore
+
+    store = StateStore(args.state)
+    consumer = Consumer(store, [args.topic], bootstrap_servers=args.bootstrap, group_id=args.group,
+                        batch_size=args.batch_size)
+    print("started", flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    stats = consumer.run(until_caught_up=args.until == "caught-up", until_ready=args.until == "ready",
+                         topic_timeout_s=900.0)
+    wall = time.perf_counter() - started
+    ready_at = time.time()
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    store.close()
+    print(json.dumps({
+        "wall_s": wall, "ready_at": ready_at, "records": stats.records,
+        "cpu_s": (end.ru_utime - usage.ru_utime) + (end.ru_stime - usage.ru_stime),
+        "peak_rss_mb": end.ru_maxrss / 1024,  # Linux: kilobytes
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
