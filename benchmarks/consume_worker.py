@@ -18,6 +18,14 @@ import sys
 import time
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over exec from the forked parent, so a child of a big harness would report the harness's."""
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kb / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -46,7 +54,7 @@ def main() -> None:
     print(json.dumps({
         "wall_s": wall, "ready_at": ready_at, "records": stats.records,
         "cpu_s": (end.ru_utime - usage.ru_utime) + (end.ru_stime - usage.ru_stime),
-        "peak_rss_mb": end.ru_maxrss / 1024,  # Linux: kilobytes
+        "peak_rss_mb": peak_rss_mb(),
     }), flush=True)
 
 

@@ -35,6 +35,18 @@ def _latency(run: dict[str, Any], rate: int, side: str, key: str) -> float | Non
     return medians(runs, key).get(side) if runs else None
 
 
+def highest_sustained(rates: dict[str, list[dict[str, Any]]]) -> dict[str, int | None]:
+    """Per side, the highest rate at which most rounds kept up (None: not even the lowest)."""
+    out: dict[str, int | None] = {}
+    for rate in sorted(rates, key=int):
+        kept = medians(rates[rate], "kept_up")
+        for side, k in kept.items():
+            out.setdefault(side, None)
+            if k >= 0.5:
+                out[side] = int(rate)
+    return out
+
+
 def goals(run: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 12's goals with the figures of this run; a goal whose scenario did not run (or, in
     a quick run, whose size was not measured) is left out."""
@@ -169,6 +181,10 @@ def markdown(run: dict[str, Any]) -> str:
                 rows.append([f"{int(rate):,}", side, _n(p50.get(side)), _n(p99.get(side)), _n(mx.get(side)),
                              _n(backlog.get(side), 1), "yes" if kept.get(side, 0) >= 0.5 else "**no**"])
         lines += _table(["changes/s", "side", "p50 ms", "p99 ms", "max ms", "backlog s", "kept up"], rows)
+        sustained = highest_sustained(lat["rates"])
+        lines += ["Highest rate kept up with (most rounds without a growing backlog): " + ", ".join(
+            f"{side} {_n(rate)} changes/s" if rate else f"{side} none of these"
+            for side, rate in sustained.items()) + ".", ""]
         lines += [f"![latency]({CHARTS}/latency.png)", ""]
     if "scale" in sc:
         lines += ["## Scale", "", "ecst reading the snapshot of N users into SQLite (one run per N).", ""]

@@ -94,3 +94,13 @@ def test_write_produces_markdown_charts_and_goals(tmp_path):
         assert (tmp_path / report.CHARTS / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"{report.CHARTS}/{chart}" in text
     assert json.loads((tmp_path / "benchmarks.json").read_text()) == report.goals(run)
+
+
+def test_highest_sustained_rate_is_the_highest_most_rounds_kept_up_with():
+    def runs(ecst, sink):
+        return _sides(3, ecst=[{"kept_up": k} for k in ecst], sink=[{"kept_up": k} for k in sink])
+
+    rates = {"500": runs([True] * 3, [True] * 3), "1000": runs([True, True, False], [False, False, True]),
+             "3000": runs([False, True, False], [False] * 3)}
+    assert report.highest_sustained(rates) == {"ecst": 1000, "sink": 500}
+    assert report.highest_sustained({"500": runs([False] * 3, [True] * 3)}) == {"ecst": None, "sink": 500}
