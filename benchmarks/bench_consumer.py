@@ -1,12 +1,11 @@
 """Consumer throughput, measured side by side in one run (medians of repeats, and ratios).
 
-    .venv/bin/python benchmarks/bench_consumer.py [--rows 20000] [--repeats 5] [--e2e]
+    .venv/bin/python benchmarks/bench_consumer.py [--rows 20000] [--repeats 5]
     .venv/bin/python benchmarks/bench_consumer.py --ab REF [--parts decode,apply] [--rows 20000] [--repeats 5]
 
 1. decode: one users change event, JSON converter with the schema embedded vs without;
 2. apply: batches of 2000 decoded snapshot rows into SQLite vs PostgreSQL state stores;
-3. --e2e: on the local stack (`ecst stack up`), a producer table of --rows users, a connector,
-   and the consumer until its copy is ready: wall time and rows/s.
+(The end-to-end snapshot, `--e2e` before, is the bootstrap scenario of `make bench` now.)
 
 --ab REF compares the code at git revision REF (A, before) with this tree (B, after) on the
 in-process parts only, nothing on the stack: decode; apply into SQLite (a snapshot load, then a
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,58 +88,6 @@ def bench_apply(repeats: int, rows: int, pg_url: str | None) -> dict[str, float]
             store.close()
 
         out[f"apply into {name} (rows/s, batches of {batch})"] = median_rate(run, rows, repeats)
-    return out
-
-
-def bench_e2e(rows: int) -> dict[str, float]:
-    import yaml
-
-    from ecst import source
-    from ecst.connectors import apply as apply_mod
-    from ecst.connectors.client import ConnectClient
-    from ecst.connectors.definition import parse_definition
-    from ecst.connectors.slots import wait_for_slot_inactive
-    from ecst.consumer.runner import Consumer
-    from ecst.demo import delete_topics, topic_for
-
-    stack = LocalStack(Settings.from_env())
-    stack.up()
-    uid = uuid.uuid4().hex[:8]
-    table = f"bench_{uid}"
-    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "connectors" / "users.yaml").read_text())
-    doc["name"] = f"bench-{uid}"
-    doc["config"].update({"table.include.list": f"public.{table}", "slot.name": f"bench_{uid}",
-                          "publication.name": f"bench_{uid}", "topic.prefix": f"b{uid}",
-                          "signal.data.collection": f"public.{table}_signal",
-                          "signal.kafka.topic": f"b{uid}.signals",
-                          "signal.kafka.bootstrap.servers": stack.kafka.bootstrap,
-                          "notification.sink.topic.name": f"b{uid}.notifications"})
-    definition = parse_definition(doc, environ={})
-    client = ConnectClient(stack.connect.url)
-    conn = stack.postgres.connect()
-    out = {}
-    try:
-        source.create_users_table(conn, table, rows)
-        source.prepare_capture(conn, table, f"bench_{uid}", signal_table=f"{table}_signal")
-        d = tempfile.mkdtemp()
-        store = StateStore(f"sqlite:///{d}/state.db")
-        started = time.perf_counter()
-        apply_mod.apply(client, definition)
-        Consumer(store, [topic_for(definition)], bootstrap_servers=stack.kafka.bootstrap,
-                 group_id=f"bench-{uid}", batch_size=2000).run(until_ready=True)
-        took = time.perf_counter() - started
-        assert len(store.rows(table)) == rows
-        store.close()
-        out[f"snapshot of {rows} users, connector apply to consumer ready (s)"] = took
-        out["  of which rows/s"] = rows / took
-    finally:
-        client.delete(definition.name)
-        wait_for_slot_inactive(conn, f"bench_{uid}")
-        source.drop_capture(conn, f"bench_{uid}", f"bench_{uid}")
-        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_signal")
-        delete_topics(stack.kafka.bootstrap, [topic_for(definition), f"b{uid}.signals",
-                                              f"b{uid}.notifications"])
-        conn.close()
     return out
 
 
@@ -271,7 +217,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pg-url",
                         help="PostgreSQL URL for the apply benchmark (default: the local stack's)")
-    parser.add_argument("--e2e", action="store_true", help="also measure a snapshot on the local stack")
     parser.add_argument("--ab", metavar="REF", help="compare git revision REF (A) with this tree (B)")
     parser.add_argument("--parts", default="decode,apply", help="with --ab: decode, apply or both")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # an --ab worker
@@ -296,8 +241,6 @@ def main() -> None:
             pw = stack.postgres.admin_password
             pg_url = f"postgresql://ecst:{pw}@127.0.0.1:{stack.settings.pg_port}/bench"
     results.update(bench_apply(args.repeats, args.rows, pg_url))
-    if args.e2e:
-        results.update(bench_e2e(args.rows))
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:<{width}}  {v:>12,.1f}")
