@@ -79,7 +79,8 @@ def connectors() -> None:
 @click.option("--prune", is_flag=True, help="Also delete connectors that no definition names any more.")
 @click.option("--selector", default="*", show_default=True,
               help="Only prune connectors whose name matches this glob (for shared clusters).")
-@click.option("--yes", is_flag=True, help="Do not ask before pruning.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask before pruning, or before a destructive change (see plan).")
 @key_check_options
 @output_option
 @cluster_options
@@ -102,9 +103,12 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
         ecst connectors apply -f connectors/ --env prod --prune --selector 'users*' --yes
     """
     defs = load_definitions(list(files), env=env)
-    for d in defs:  # reach Connect first: its errors come before the producer database's
-        apply_mod.plan(client, d)
+    # reach Connect first: its errors come before the producer database's
+    changes = [apply_mod.plan(client, d) for d in defs]
     _check_keys(client, defs, producer_url, skip_key_check)
+    if not dry_run:
+        for change in changes:
+            _confirm_destructive(change, yes)
     results = []
     for d in defs:
         change = apply_mod.apply(client, d, wait_s=wait_s, dry_run=dry_run)
@@ -128,6 +132,23 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
         _json(results)
 
 
+def _confirm_destructive(change: apply_mod.Change, yes: bool) -> None:
+    """Ask before an update that re-snapshots, skips changes or orphans a slot; refuse without
+    --yes when nobody can be asked."""
+    risky = apply_mod.destructive(change)
+    if not risky or yes:
+        return
+    keys = ", ".join(risky)
+    if sys.stdin.isatty():
+        for key, why in risky.items():
+            click.echo(f"connector/{change.name}: changing {key}: {why}", err=True)
+        if click.confirm(f"apply the change of {keys} to connector {change.name}?"):
+            return
+    raise click.ClickException(
+        f"connector {change.name}: changing {keys} is destructive (`ecst connectors plan` says why); "
+        "nothing was changed: confirm, or pass --yes")
+
+
 @connectors.command("plan")
 @files_option
 @env_option
@@ -138,6 +159,9 @@ def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, pro
              skip_key_check: bool, output: str) -> None:
     """Show what apply would change, key by key (secrets masked). Exit 2 if changes are pending.
 
+    A change of slot.name, publication.name, topic.prefix, snapshot.mode, database.dbname or
+    plugin.name is marked destructive, with what it does (a new snapshot, skipped changes, a slot
+    left behind): apply asks before it, or refuses without --yes when it cannot ask.
     Refuses (exit 1) what apply would refuse: a captured table without a key (see apply).
 
     \b
@@ -152,7 +176,9 @@ def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, pro
         diff = {k: [None if old is None else d.masked({k: old})[k],
                     None if new is None else d.masked({k: new})[k]]
                 for k, (old, new) in change.diff.items()}
-        results.append({"name": change.name, "action": change.action, "diff": diff})
+        risky = apply_mod.destructive(change)
+        results.append({"name": change.name, "action": change.action, "diff": diff,
+                        "destructive": risky})
         pending = pending or change.action != "unchanged"
         if output == "json":
             continue
@@ -165,6 +191,8 @@ def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, pro
                 click.echo(f"  - {key}: {old}")
             else:
                 click.echo(f"  ~ {key}: {old} -> {new}")
+            if key in risky:
+                click.echo(f"    destructive: {risky[key]}")
     if output == "json":
         _json(results)
     if pending:

@@ -29,6 +29,30 @@ class Change:
     diff: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
+# Keys of a Debezium Postgres connector whose change, once it has run, does more than reconfigure
+# it: plan marks them and apply asks for --yes. Debezium keys its stored offsets by topic.prefix.
+DESTRUCTIVE = {
+    "slot.name": "a new replication slot is created where the WAL is now: changes the old slot still "
+                 "held are skipped, and the old slot stays behind, pinning WAL until it is dropped",
+    "publication.name": "the slot decodes through another publication: tables it lacks stop being "
+                        "captured without an error",
+    "topic.prefix": "Debezium finds no offsets under the new prefix: it snapshots again into new "
+                    "topics, and consumers of the old topics see nothing more",
+    "snapshot.mode": "decides what the next start snapshots: 'always' re-reads every table on every "
+                     "restart, 'no_data' or 'never' never fill a new topic",
+    "database.dbname": "another database: the slot and publication of the old one are left behind",
+    "plugin.name": "the slot's output plugin cannot change: the connector fails until the slot is "
+                   "dropped and the table snapshotted again",
+}
+
+
+def destructive(change: Change) -> dict[str, str]:
+    """The keys of an update that re-snapshot, skip changes or orphan a slot, with why."""
+    if change.action != UPDATED:
+        return {}
+    return {k: DESTRUCTIVE[k] for k in change.diff if k in DESTRUCTIVE}
+
+
 def diff_configs(current: dict[str, str], desired: dict[str, str]) -> dict[str, tuple]:
     """Key-by-key differences, ignoring the `name` key Connect adds to stored configs."""
     keys = (set(current) | set(desired)) - {"name"}

@@ -43,3 +43,60 @@ def test_a_connect_url_without_a_scheme_is_one_line():
     line, error = run("connectors", "list", "--connect-url", "localhost:8083")
     assert line.startswith("Error: Kafka Connect URL 'localhost:8083' is not an http(s) URL: use http://")
     assert isinstance(error, ConfigError)
+
+
+class _Connect:
+    """Connect holding the users connector as applied with another slot name."""
+
+    def __init__(self):
+        from ecst.connectors.definition import load_definitions
+
+        self.config = {**load_definitions([USERS], environ={})[0].config, "slot.name": "old_slot"}
+
+    def get_config(self, name):
+        return dict(self.config)
+
+
+def _with_connect(monkeypatch):
+    import ecst.cli.options
+
+    monkeypatch.setattr(ecst.cli.options, "ConnectClient", lambda url, auth=None: _Connect())
+    from ecst.connectors.apply import UPDATED, Change
+
+    applied = []
+
+    def apply(client, definition, **options):
+        applied.append(definition.name)
+        return Change(definition.name, UPDATED)
+
+    monkeypatch.setattr("ecst.connectors.apply.apply", apply)
+    return applied
+
+
+def test_apply_refuses_a_destructive_change_it_cannot_ask_about(monkeypatch):
+    applied = _with_connect(monkeypatch)
+    result = CliRunner().invoke(cli, ["connectors", "apply", "-f", USERS, "--skip-key-check"],
+                                env={"ECST_PRODUCER_URL": None})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.splitlines()[-1]  # after the --skip-key-check warning
+    assert line.startswith("Error: connector users: changing slot.name is destructive")
+    assert line.endswith("nothing was changed: confirm, or pass --yes")
+    assert applied == []
+
+
+def test_apply_with_yes_makes_the_destructive_change(monkeypatch):
+    applied = _with_connect(monkeypatch)
+    result = CliRunner().invoke(cli, ["connectors", "apply", "-f", USERS, "--skip-key-check", "--yes"],
+                                env={"ECST_PRODUCER_URL": None})
+    assert result.exit_code == 0, result.output
+    assert applied == ["users"] and "connector/users updated" in result.output
+
+
+def test_plan_marks_the_destructive_key_and_says_why(monkeypatch):
+    _with_connect(monkeypatch)
+    result = CliRunner().invoke(cli, ["connectors", "plan", "-f", USERS, "--skip-key-check"],
+                                env={"ECST_PRODUCER_URL": None})
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    at = lines.index("  ~ slot.name: old_slot -> ecst_users")
+    assert lines[at + 1].startswith("    destructive: a new replication slot is created")
