@@ -20,6 +20,8 @@ PROJECT_DIR = Settings().project_dir
 USERS_SQL = "deploy/sql/users.sql"  # shared with docker-compose's init script
 SIGNAL_SQL = "deploy/sql/signal.sql"
 SIGNAL_TABLE = "ecst_signal"
+HEARTBEAT_SQL = "deploy/sql/heartbeat.sql"
+HEARTBEAT_TABLE = "ecst_heartbeat"  # what connectors/users.yaml's heartbeat.action.query writes
 
 
 def _ddl(project_dir: Path, path: str, table: str) -> sql.Composed:
@@ -62,28 +64,34 @@ def create_users_table(conn: psycopg.Connection, table: str, rows: int, *, repla
 
 def prepare_capture(conn: psycopg.Connection, table: str, publication: str,
                     role: str = CONNECTOR_ROLE, *, signal_table: str | None = SIGNAL_TABLE,
-                    project_dir: Path = PROJECT_DIR) -> None:
+                    heartbeat_table: str | None = HEARTBEAT_TABLE, project_dir: Path = PROJECT_DIR) -> None:
     """What the connector needs, as database configuration by the table's owner: a publication
-    for exactly this table (plus Debezium's signal table, for ad-hoc snapshots), SELECT for the
-    least-privilege connector role, and INSERT on the signal table for its watermarks."""
-    tables = [table] + ([signal_table] if signal_table else [])
+    for exactly this table, plus Debezium's signal table (ad-hoc snapshots) and the heartbeat
+    table (heartbeat.action.query); SELECT for the least-privilege connector role, INSERT on the
+    signal table for its watermarks, INSERT and UPDATE on the heartbeat table."""
+    extra = [t for t in (signal_table, heartbeat_table) if t]
     if signal_table:
         conn.execute(_ddl(project_dir, SIGNAL_SQL, signal_table))
+    if heartbeat_table:
+        conn.execute(_ddl(project_dir, HEARTBEAT_SQL, heartbeat_table))
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
     if not exists:
         conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-            sql.Identifier(publication), sql.SQL(", ").join(map(sql.Identifier, tables))))
-    elif signal_table and not conn.execute(
-            "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
-            (publication, signal_table)).fetchone():
-        conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-            sql.Identifier(publication), sql.Identifier(signal_table)))
+            sql.Identifier(publication), sql.SQL(", ").join(map(sql.Identifier, [table, *extra]))))
+    for t in extra if exists else ():
+        if not conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
+                            (publication, t)).fetchone():
+            conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                sql.Identifier(publication), sql.Identifier(t)))
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
         sql.Identifier(table), sql.Identifier(role)))
     if signal_table:
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(
             sql.Identifier(signal_table), sql.Identifier(role)))
+    if heartbeat_table:
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+            sql.Identifier(heartbeat_table), sql.Identifier(role)))
 
 
 def signal_table_of(config: dict[str, str]) -> str | None:

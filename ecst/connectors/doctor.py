@@ -5,8 +5,9 @@ Checks: wal_level, replication slot and WAL sender headroom, the connector role 
 not a superuser, SELECT on each captured table), the publication (exactly the captured tables),
 a key for every captured table (`keys.py`: primary key, message.key.columns or a unique index),
 REPLICA IDENTITY (warns when DEFAULT meets TOAST-able columns, or cannot serve a table without a
-primary key), heartbeats, the connector's own slot (it exists and is active; with what Kafka Connect
-says of the connector, a slot that is missing although the connector streamed from it is a lost
+primary key), heartbeats (and the table heartbeat.action.query writes, which belongs in the
+publication), max_slot_wal_keep_size, the connector's own slot (it exists and is active; with what
+Kafka Connect says of the connector, a slot that is missing although the connector streamed from it is a lost
 slot, and a FAILED task is named with its next step), and the WAL every slot retains (an inactive
 slot is the classic way CDC fills a producer's disk).
 """
@@ -113,6 +114,57 @@ def slot_finding(name: str, slot: str, active: bool | None, deployed: Deployment
                    "reconnecting, or stuck", f"ecst connectors status {name}")
 
 
+# `INSERT INTO t ...` or `UPDATE t ...`, t plain or quoted, with or without its schema.
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_WRITES = re.compile(rf"^\s*(?:INSERT\s+INTO|UPDATE)\s+({_IDENT})(?:\s*\.\s*({_IDENT}))?", re.I)
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident.lower()
+
+
+def heartbeat_table(query: str | None) -> str | None:
+    """`schema.table` that a heartbeat.action.query of one INSERT or UPDATE writes (public when
+    unqualified); None when the query is something else."""
+    m = _WRITES.match(query or "")
+    if not m:
+        return None
+    first, second = _unquote(m.group(1)), m.group(2)
+    return f"{first}.{_unquote(second)}" if second else f"public.{first}"
+
+
+def _heartbeat(conn: psycopg.Connection, config: dict[str, str],
+               role: str | None) -> tuple[Finding, str | None]:
+    """The heartbeat finding, and the table heartbeat.action.query writes (it belongs in the
+    publication), when there is one."""
+    interval = int(config.get("heartbeat.interval.ms", "0") or 0)
+    query = config.get("heartbeat.action.query")
+    setup = ("create deploy/sql/heartbeat.sql's table, add it to the publication, GRANT INSERT, UPDATE "
+             "on it to the connector's role, and set heartbeat.action.query (see connectors/users.yaml)")
+    if interval <= 0:
+        return Finding("heartbeat", WARN, "heartbeats are off: an idle captured table on a busy database "
+                       "pins WAL", f"set heartbeat.interval.ms (e.g. 10000); {setup}"), None
+    if not query:
+        return Finding("heartbeat", WARN, f"heartbeats every {interval} ms but no heartbeat.action.query: "
+                       "while the captured tables are idle, the slot retains the WAL of every other "
+                       "table", setup), None
+    table = heartbeat_table(query)
+    if table is None:
+        return Finding("heartbeat", WARN, f"heartbeats every {interval} ms; cannot tell which table "
+                       "heartbeat.action.query writes: it must be in the publication"), None
+    if scalar(conn, "SELECT to_regclass(%s)", (table,)) is None:
+        return Finding("heartbeat", FAIL, f"heartbeat.action.query writes {table}, which does not exist",
+                       setup), table
+    if role and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        lacking = [p for p in ("INSERT", "UPDATE")
+                   if not scalar(conn, "SELECT has_table_privilege(%s, %s, %s)", (role, table, p))]
+        if lacking:
+            return Finding("heartbeat", FAIL, f"role {role} cannot {' or '.join(lacking)} heartbeat table "
+                           f"{table}: the connector's heartbeat fails",
+                           f"GRANT SELECT, INSERT, UPDATE ON {table} TO {role}"), table
+    return Finding("heartbeat", OK, f"heartbeats every {interval} ms, each writing {table}"), table
+
+
 def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role: str | None = None,
              max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
              deployed: Deployment | None = None) -> list[Finding]:
@@ -209,6 +261,18 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
             out.append(Finding("signal", OK, f"signal table {qualified} exists and is writable"))
         names = [*names, qualified]
 
+    finding, heartbeat_table = _heartbeat(conn, config, rolname)
+    out.append(finding)
+    if heartbeat_table:
+        names = [*names, heartbeat_table]
+
+    keep = setting("max_slot_wal_keep_size")
+    out.append(Finding("wal_keep", WARN, "max_slot_wal_keep_size is -1 (unlimited): a slot nobody reads "
+                       "retains WAL until the disk fills", "ALTER SYSTEM SET max_slot_wal_keep_size = "
+                       "'<a share of the WAL disk>'; SELECT pg_reload_conf()") if keep == "-1" else Finding(
+        "wal_keep", OK, f"max_slot_wal_keep_size is {keep}: a slot further behind is invalidated instead of "
+        "filling the disk (its connector must then snapshot again)"))
+
     pub = config.get("publication.name", "dbz_publication")
     autocreate = config.get("publication.autocreate.mode", "all_tables")
     p = conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (pub,)).fetchone()
@@ -266,11 +330,6 @@ def diagnose(conn: psycopg.Connection, definition: ConnectorDefinition, *, role:
                                f"ALTER TABLE {name} REPLICA IDENTITY FULL, if other consumers need them"))
         else:
             out.append(Finding("replica_identity", OK, f"{name} replica identity is fine"))
-
-    heartbeat = int(config.get("heartbeat.interval.ms", "0") or 0)
-    out.append(Finding("heartbeat", OK, f"heartbeats every {heartbeat} ms") if heartbeat > 0 else Finding(
-        "heartbeat", WARN, "heartbeats are off: an idle captured table on a busy database pins WAL",
-        "set heartbeat.interval.ms (e.g. 10000), and heartbeat.action.query where the tables stay idle"))
 
     row = conn.execute("SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = %s",
                        (slot,)).fetchone()

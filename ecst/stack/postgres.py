@@ -48,6 +48,9 @@ wal_level = logical
 max_wal_senders = 32
 max_replication_slots = 32
 max_connections = 200
+# A slot nobody reads is invalidated past this much WAL instead of filling the disk (its
+# connector must then snapshot again): `ecst connectors doctor` warns when it is unlimited.
+max_slot_wal_keep_size = '4GB'
 # Logins over loopback TCP only, and no physical replication connection: Debezium's logical
 # replication connection matches its database, not the `replication` keyword of pg_hba.conf.
 hba_file = '{hba}'

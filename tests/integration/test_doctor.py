@@ -35,8 +35,15 @@ def test_a_correctly_set_up_database_passes(capture, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("wal_level", "role", "select", "signal", "publication", "primary_key", "heartbeat"):
         assert statuses(findings, check) == ["ok"], (check, findings.get(check))
-    # the signal table is in the publication by design: "exactly" allows it
+    # the signal and heartbeat tables are in the publication by design: "exactly" allows them
     assert capture.signal_table in findings["publication"][0]["message"]
+    assert "public.ecst_heartbeat" in findings["publication"][0]["message"]
+    assert findings["heartbeat"][0]["message"] == \
+        "heartbeats every 10000 ms, each writing public.ecst_heartbeat"
+    # the local stack bounds what a slot may retain
+    assert findings["wal_keep"] == [{"check": "wal_keep", "status": "ok", "fix": None, "message":
+                                     "max_slot_wal_keep_size is 4GB: a slot further behind is invalidated "
+                                     "instead of filling the disk (its connector must then snapshot again)"}]
     assert statuses(findings, "replica_identity") == ["warn"]  # DEFAULT identity, text columns
     slot = capture.doc["config"]["slot.name"]
     assert any(slot in f["message"] and f["status"] == "ok" for f in findings["slot_wal"])
@@ -169,3 +176,21 @@ def test_keys_from_message_key_columns_or_a_unique_index_pass_and_a_missing_colu
     [ri] = other["replica_identity"]
     assert ri["status"] == "warn" and ri["message"].startswith(f"deletes from public.{keyed} carry the old "
                                                                "values of a only")
+
+
+def test_a_heartbeat_table_outside_the_publication_or_not_writable_is_reported(capture, tmp_path):
+    capture.create(rows=1)
+    pub = capture.doc["config"]["publication.name"]
+    capture.conn.execute(f"ALTER PUBLICATION {pub} DROP TABLE ecst_heartbeat")
+    capture.conn.execute(f"REVOKE UPDATE ON ecst_heartbeat FROM {CONNECTOR_ROLE}")
+    try:
+        r, findings = doctor(capture.doc, tmp_path, "--role", CONNECTOR_ROLE)
+    finally:
+        capture.conn.execute(f"GRANT UPDATE ON ecst_heartbeat TO {CONNECTOR_ROLE}")
+    assert r.returncode == 1
+    [beat] = findings["heartbeat"]
+    assert beat["status"] == "fail" and beat["message"].startswith(
+        f"role {CONNECTOR_ROLE} cannot UPDATE heartbeat table public.ecst_heartbeat")
+    [published] = findings["publication"]
+    assert published["status"] == "fail" and "missing ['public.ecst_heartbeat']" in published["message"]
+    assert published["fix"] == f"ALTER PUBLICATION {pub} ADD TABLE public.ecst_heartbeat"

@@ -7,10 +7,11 @@ from pathlib import Path
 import yaml
 
 from ecst.connectors.definition import load_definition
+from ecst.connectors.doctor import heartbeat_table
 from ecst.consumer.config import DEFAULT_TOPIC
 from ecst.demo import topic_for
 from ecst.settings import Settings
-from ecst.stack.postgres import CONNECTOR_ROLE, PRODUCER_DB
+from ecst.stack.postgres import CONNECTOR_ROLE, PRODUCER_DB, SERVER_CONF
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -33,9 +34,15 @@ def test_postgres_runs_with_logical_wal_and_creates_the_connector_role_and_publi
     script = (ROOT / init).read_text()
     assert f"CREATE ROLE {CONNECTOR_ROLE} WITH LOGIN REPLICATION NOSUPERUSER" in script
     signal = USERS.config["signal.data.collection"].split(".")[-1]
-    assert f"CREATE PUBLICATION {USERS.config['publication.name']} FOR TABLE users, {signal};" in script
+    beat = heartbeat_table(USERS.config["heartbeat.action.query"]).split(".")[-1]
+    publication = USERS.config["publication.name"]
+    assert f"CREATE PUBLICATION {publication} FOR TABLE users, {signal}, {beat};" in script
     assert f"-v table={signal} -f /ecst-sql/signal.sql" in script
     assert f"GRANT SELECT, INSERT ON {signal} TO {CONNECTOR_ROLE}" in script
+    assert f"-v table={beat} -f /ecst-sql/heartbeat.sql" in script
+    assert f"GRANT SELECT, INSERT, UPDATE ON {beat} TO {CONNECTOR_ROLE}" in script
+    assert "max_slot_wal_keep_size=4GB" in SERVICES["postgres"]["command"]
+    assert "max_slot_wal_keep_size = '4GB'" in SERVER_CONF  # as the local stack's
     # the table is the one the local stack's demo creates, from the same file
     mounts = dict(v.split(":")[:2] for v in SERVICES["postgres"]["volumes"])
     sql_dir = next(host for host, inside in mounts.items() if inside == "/ecst-sql")

@@ -1,7 +1,9 @@
 """The doctor's slot check: it combines the producer's slot with what Kafka Connect says of the
 connector. (The database checks run on the real stack: tests/integration/test_doctor.py.)"""
 
-from ecst.connectors.doctor import FAIL, OK, WARN, slot_finding
+import pytest
+
+from ecst.connectors.doctor import FAIL, OK, WARN, heartbeat_table, slot_finding
 from ecst.connectors.health import Deployment
 from tests.unit.connectors.test_health import LOST, status
 
@@ -42,3 +44,20 @@ def test_an_invalidated_slot_is_lost_too():
     f = slot_finding("users", "s", False, running, wal_status="lost")
     assert f.status == FAIL and "max_slot_wal_keep_size" in f.message and "rebootstrap fresh" in f.fix
     assert slot_finding("users", "s", True, running, wal_status="reserved").status == OK
+
+
+@pytest.mark.parametrize(("query", "table"), [
+    ("INSERT INTO public.ecst_heartbeat (id, ts) VALUES (1, now()) ON CONFLICT (id) DO NOTHING",
+     "public.ecst_heartbeat"),
+    ("update Heartbeat set ts = now()", "public.heartbeat"),
+    ('  INSERT INTO "Ops"."Beat ""1""" VALUES (1)', 'Ops.Beat "1"'),
+    ("insert into ops . beat values (1)", "ops.beat"),
+])
+def test_the_table_a_heartbeat_action_query_writes(query, table):
+    assert heartbeat_table(query) == table
+
+
+@pytest.mark.parametrize("query", [None, "", "SELECT 1", "WITH x AS (SELECT 1) INSERT INTO t VALUES (1)",
+                                   "CALL beat()"])
+def test_a_heartbeat_action_query_that_is_no_plain_write_names_no_table(query):
+    assert heartbeat_table(query) is None
