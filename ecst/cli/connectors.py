@@ -18,7 +18,7 @@ from ecst.connectors.definition import ConnectorDefinition, load_definitions, ma
 from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.health import Deployment, tasks_of, trace_summary
 from ecst.connectors.health import diagnose as connector_problem
-from ecst.connectors.slots import slot_name, slot_status
+from ecst.connectors.slots import drop_inactive_slot, slot_name, slot_status, wait_for_slot_inactive
 from ecst.exceptions import ConnectError, ProducerError
 from ecst.settings import Settings
 from ecst.stack.local import producer_target
@@ -55,6 +55,43 @@ def _check_keys(client: ConnectClient, defs: list[ConnectorDefinition], producer
     apply_mod.check_keys(defs, target)
 
 
+drop_slot_option = click.option(
+    "--drop-slot", is_flag=True,
+    help="Also drop the deleted connector's replication slot, once released (needs the producer database).")
+
+
+def _delete_connector(client: ConnectClient, name: str, *, drop_slot: bool,
+                      producer_url: str | None) -> dict[str, Any]:
+    """Delete a connector. Its replication slot stays unless `drop_slot`: then it is dropped once
+    the task has released it, the producer database reached before anything is deleted."""
+    slot = slot_name(client.get_config(name) or {})
+    conn = None
+    if drop_slot and slot:
+        target = producer_target(click.get_current_context().obj, producer_url)
+        if target is None:
+            raise ProducerError(f"--drop-slot needs the producer database to drop slot {slot}: pass "
+                                "--producer-url or set ECST_PRODUCER_URL; nothing was deleted")
+        conn = producer_db.connect(*target, purpose=f" to drop slot {slot}",
+                                   fix="check --producer-url; nothing was deleted", autocommit=True)
+    try:
+        if not client.delete(name):
+            raise ConnectError(f"no connector named {name!r} at {client.url}")
+        if conn is None:
+            if slot:
+                click.echo(f"Warning: replication slot {slot} of connector {name} remains in the producer "
+                           "database and retains WAL until it is dropped: SELECT pg_drop_replication_slot("
+                           f"'{slot}') once nothing will resume from it (or delete with --drop-slot)",
+                           err=True)
+            return {"slot": slot, "slot_dropped": False}
+        assert slot is not None  # a connection is opened only for a slot
+        wait_for_slot_inactive(conn, slot)
+        drop_inactive_slot(conn, slot)
+        return {"slot": slot, "slot_dropped": True}
+    finally:
+        if conn is not None:
+            conn.close()
+
+
 def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -81,12 +118,13 @@ def connectors() -> None:
               help="Only prune connectors whose name matches this glob (for shared clusters).")
 @click.option("--yes", is_flag=True,
               help="Do not ask before pruning, or before a destructive change (see plan).")
+@drop_slot_option
 @key_check_options
 @output_option
 @cluster_options
 def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wait_s: float,
-              dry_run: bool, prune: bool, selector: str, yes: bool, producer_url: str | None,
-              skip_key_check: bool, output: str) -> None:
+              dry_run: bool, prune: bool, selector: str, yes: bool, drop_slot: bool,
+              producer_url: str | None, skip_key_check: bool, output: str) -> None:
     """Validate, create or update connectors, and wait until they run: created/updated/unchanged.
 
     Every file is checked before anything is sent; Connect's validation errors are listed per key.
@@ -95,7 +133,8 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
     one is refused, since Debezium would send its changes without a key, which a compacted topic
     rejects. The producer database is --producer-url, else ECST_PRODUCER_URL, else the local
     stack's when Connect is too; when it is not known, apply refuses unless --skip-key-check.
-    A connector or task that goes FAILED prints its trace and exits 1.
+    A connector or task that goes FAILED prints its trace and exits 1. A pruned connector's
+    replication slot stays (a warning says so) unless --drop-slot.
 
     \b
     Example:
@@ -121,8 +160,8 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
             if dry_run:
                 verb = "deleted (dry run)"
             elif yes or (sys.stdin.isatty() and click.confirm(f"delete connector {name}?")):
-                client.delete(name)
-                verb = "deleted"
+                slot = _delete_connector(client, name, drop_slot=drop_slot, producer_url=producer_url)
+                verb = "deleted" + (f" (slot {slot['slot']} dropped)" if slot["slot_dropped"] else "")
             else:
                 raise click.ClickException(f"connector {name} would be pruned: confirm, or pass --yes")
             results.append({"name": name, "action": verb.split()[0], "dry_run": dry_run})
@@ -444,18 +483,28 @@ def restart_cmd(client: ConnectClient, name: str, failed_only: bool, output: str
 
 @connectors.command("delete")
 @click.argument("name")
+@drop_slot_option
+@click.option("--producer-url", envvar="ECST_PRODUCER_URL",
+              help="The producer database, for --drop-slot. Default: the local stack's.")
 @output_option
 @cluster_options
-def delete_cmd(client: ConnectClient, name: str, output: str) -> None:
-    """Delete a connector (its replication slot stays in the database).
+def delete_cmd(client: ConnectClient, name: str, drop_slot: bool, producer_url: str | None,
+               output: str) -> None:
+    """Delete a connector. Its replication slot stays in the producer database, retaining WAL, and
+    a warning says so; --drop-slot drops it once the task has released it (a connector created
+    again then snapshots again).
 
     \b
     Example:
         ecst connectors delete users
+        ecst connectors delete users --drop-slot --producer-url postgresql://admin@db/producer
     """
-    if not client.delete(name):
-        raise ConnectError(f"no connector named {name!r} at {client.url}")
-    _done(name, "deleted", output)
+    slot = _delete_connector(client, name, drop_slot=drop_slot, producer_url=producer_url)
+    if output == "json":
+        _json({"name": name, "action": "deleted", **slot})
+    else:
+        click.echo(f"connector/{name} deleted" + (f"; slot {slot['slot']} dropped" if slot["slot_dropped"]
+                                                  else ""))
 
 
 @connectors.group("offsets")
