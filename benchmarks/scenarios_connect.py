@@ -668,7 +668,8 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
             "cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
             "cpu_of": "connect worker JVM (source connector included)" if side == "sink" else "ecst consume",
         })
-        result["kept_up"] = bool(not missing and achieved >= 0.95 * rate and trend is not None and trend < 1.0)
+        result["kept_up"] = bool(not missing and achieved >= 0.95 * rate
+                                 and trend is not None and trend < 1.0)
     finally:
         cap.cleanup()
     log.info("stream_latency: %s", result)
