@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import yaml
 from psycopg import sql
@@ -566,6 +567,33 @@ class Writer:
             self.error = exc
 
 
+class TopicClock(threading.Thread):
+    """Reads the change topic from its end while the writer runs: per key (`id`), the Kafka
+    timestamp (ms) of its latest record, the time the Connect worker produced it."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = kafka.consumer(bootstrap, group_id=None)
+        partitions = sorted(self.consumer.partitions_for_topic(topic) or ())
+        tps = [kafka.TopicPartition(topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)  # resolve the end now, before the writer starts
+        self.stamps: dict[int, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for records in self.consumer.poll(timeout_ms=200).values():
+                    for r in records:
+                        if r.key is not None:
+                            self.stamps[orjson.loads(r.key)["payload"]["id"]] = r.timestamp
+        finally:
+            self.consumer.close()
+
+
 def _percentile(values: list[float], p: float) -> float:
     if len(values) == 1:
         return values[0]
@@ -574,7 +602,7 @@ def _percentile(values: list[float], p: float) -> float:
 
 def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: int | None = None,
                    threads: int | None = None, batch_size: int = BATCH, unnest: bool = False,
-                   catch_up_timeout_s: float = 120.0) -> dict[str, Any]:
+                   catch_up_timeout_s: float = 120.0, source_split: bool = True) -> dict[str, Any]:
     """Latency of streamed changes, producer commit to applied row, for `side` "ecst" or "sink".
 
     A new producer table (`rows` users, by default rate*seconds so no user is updated twice,
@@ -590,6 +618,11 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
     server's, so no clock skew; the source side is the update statement's time, at most the few
     milliseconds of its small transaction before the commit. An update overwritten by a later one
     of the same row in the same applied batch has no sample (not with the default `rows`).
+
+    With `source_split`, a consumer in this process also reads the topic during the run and takes
+    each record's Kafka timestamp (set by the Connect worker's producer, ms): `to_kafka_p50_ms` and
+    `to_kafka_p99_ms` are commit to Kafka, the part of the latency both sides share (Debezium
+    reading the WAL, its poll interval, the producer). Only when no row is updated twice.
 
     Figures: p50/p99/max latency (ms) over the samples; `achieved_rate` (updates/s the writer
     issued); `backlog_s`, from the writer's last commit until the last change was applied (about
@@ -629,6 +662,9 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
                 pid = st.connect.pid if side == "sink" else handle.pid
                 cpu0 = _cpu_seconds(pid)
                 writer = Writer(st, cap.table, rows, rate, seconds, threads)
+                clock = TopicClock(st.kafka.bootstrap, cap.topic) if source_split else None
+                if clock:
+                    clock.start()
                 w_start, w_stop = writer.run()
                 last = dict(writer.last)
                 deadline = time.monotonic() + catch_up_timeout_s
@@ -642,17 +678,23 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
                         break
                     time.sleep(POLL_S)
                 cpu1 = _cpu_seconds(pid)
+                if clock:
+                    clock.stop.set()
+                    clock.join()
                 samples = target.execute(sql.SQL(
-                    "SELECT extract(epoch FROM min(applied_at) - src_ts) * 1000, "
+                    "SELECT id, extract(epoch FROM min(applied_at) - src_ts) * 1000, "
                     "extract(epoch FROM min(applied_at)), extract(epoch FROM src_ts) "
                     "FROM {} WHERE src_ts >= %s "
                     "GROUP BY id, src_ts").format(log_t),
                     (dt.datetime.fromtimestamp(w_start, dt.UTC),)).fetchall()
                 target.execute(sql.SQL("DROP TRIGGER {} ON {}").format(fn, sql.Identifier(table)))
                 target.execute(sql.SQL("DROP FUNCTION {}(); DROP TABLE {}").format(fn, log_t))
-        lat = sorted(float(ms) for ms, _, _ in samples)
-        last_applied = max((float(at) for _, at, _ in samples), default=None)
-        by_commit = [float(ms) for ms, _, _ in sorted(samples, key=lambda r: r[2])]
+        lat = sorted(float(ms) for _, ms, _, _ in samples)
+        last_applied = max((float(at) for _, _, at, _ in samples), default=None)
+        by_commit = [float(ms) for _, ms, _, _ in sorted(samples, key=lambda r: r[3])]
+        # commit to Kafka, for the changes whose key was updated once (then the key's record is its)
+        to_kafka = sorted(clock.stamps[i] - float(src) * 1000 for i, _, _, src in samples
+                          if i in clock.stamps) if clock and writer.issued <= rows else []
         fifth = len(by_commit) // 5
         trend = (statistics.median(by_commit[-fifth:]) - statistics.median(by_commit[:fifth])) / 1000 \
             if fifth else None
@@ -663,6 +705,8 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
             "p50_ms": round(_percentile(lat, 50), 1) if lat else None,
             "p99_ms": round(_percentile(lat, 99), 1) if lat else None,
             "max_ms": round(lat[-1], 1) if lat else None,
+            "to_kafka_p50_ms": round(_percentile(to_kafka, 50), 1) if to_kafka else None,
+            "to_kafka_p99_ms": round(_percentile(to_kafka, 99), 1) if to_kafka else None,
             "backlog_s": round(max(0.0, last_applied - w_stop), 3) if last_applied and not missing else None,
             "latency_trend_s": round(trend, 3) if trend is not None else None,
             "cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
