@@ -103,6 +103,30 @@ def _state_url(st: LocalStack, db: str) -> str:
     return f"postgresql://{ADMIN_USER}:{pw}@127.0.0.1:{st.settings.pg_port}/{db}"
 
 
+def _error_name(error: Any) -> str:
+    if error is None:
+        return "NoError"
+    return error if isinstance(error, str) else getattr(error, "__name__", type(error).__name__)
+
+
+def _delete_group(st: LocalStack, group: str, timeout_s: float = 15.0) -> None:
+    """Delete a consumer group, once its members have left (best effort: a leftover is harmless)."""
+    admin = kafka.admin(st.kafka.bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                result = admin.delete_groups([group])  # {group: error name} (or (group, error) pairs)
+                errors = [_error_name(e) for _, e in (result.items() if isinstance(result, dict) else result)]
+            except Exception as exc:  # noqa: BLE001 - retried, then given up
+                errors = [type(exc).__name__]
+            if set(errors) <= {"NoError", "GroupIdNotFoundError"} or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
 def _has_plugin(st: LocalStack, cls: str) -> bool:
     plugins = ConnectClient(st.connect.url).request("GET", "/connector-plugins")
     return any(p.get("class") == cls for p in plugins)
@@ -344,16 +368,7 @@ def sink_connector(stack: Any, topic: str, table: str,
     finally:
         with suppress(Exception):
             client.delete(name)
-        admin = kafka.admin(st.kafka.bootstrap)
-        try:
-            for _ in range(20):  # the group is deletable once its member has left
-                try:
-                    admin.delete_consumer_groups([f"connect-{name}"])
-                    break
-                except Exception:  # noqa: BLE001 - still non-empty, or already gone
-                    time.sleep(0.5)
-        finally:
-            admin.close()
+        _delete_group(st, f"connect-{name}")
         with st.postgres.connect(SINK_DB) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
@@ -435,12 +450,7 @@ def _ecst_consumer(st: LocalStack, topic: str, state_db: str,
                 proc.wait()
         logfile.close()
         os.unlink(logfile.name)
-        with suppress(Exception):
-            admin = kafka.admin(st.kafka.bootstrap)
-            try:
-                admin.delete_consumer_groups([f"bench-{state_db}"])
-            finally:
-                admin.close()
+        _delete_group(st, f"bench-{state_db}")
         _drop_database(st, state_db)
 
 
