@@ -181,6 +181,7 @@ class Prefilled:
         if updates:
             self.records += update_all(stack, self.table)
             self.capture.wait_records(self.records)
+        self.capture.stop()  # nothing writes to the topic any more, and the worker runs nothing else
 
     def close(self) -> None:
         self.capture.remove()
@@ -210,10 +211,13 @@ def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Ca
             from benchmarks import scenarios_connect
 
             def sink() -> dict[str, Any]:
-                res = scenarios_connect.sink_apply(stack, data.capture.topic, data.table, data.rows,
-                                                   data.records)
+                res = scenarios_connect.sink_apply(stack, data.capture.topic, data.rows,
+                                                   source_table=data.table)
+                if not res.get("matches"):
+                    raise RuntimeError(f"the JDBC sink's table differs from the producer's {data.table}: "
+                                       f"{res.get('comparison')}")
                 return {"events_per_s": data.records / res["wall_s"],
-                        "cpu_s_per_1000": 1000 * res["cpu_s"] / data.records, "wall_s": res["wall_s"]}
+                        "cpu_s_per_1000": 1000 * res["worker_cpu_s"] / data.records, "wall_s": res["wall_s"]}
             sides["JDBC sink, PostgreSQL"] = sink
         runs = alternate(sides, sizes.repeats, log)
         folder.cleanup()

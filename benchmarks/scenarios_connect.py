@@ -2,11 +2,9 @@
 
 Plain functions that return dicts of figures, called by the harness (benchmarks/harness.py):
 
-- `prefill(stack, n)`: a producer table of n users, captured by Debezium, then n updates: a topic
-  of 2n change records (snapshot, then updates), the source connector removed again.
-- `sink_apply(stack, topic, rows_expected, source_table=...)`: the JDBC sink connector copies the
-  topic into a new table of the `bench_sink` database; wall time, rows/s, Connect worker CPU.
-- `ecst_apply(...)`: the same measure for an `ecst consume` process into a PostgreSQL state.
+- `sink_apply(stack, topic, rows_expected, source_table=...)`: the JDBC sink connector copies a
+  topic (the harness's pre-filled one) into a new table of the `bench_sink` database; wall time,
+  rows/s, Connect worker CPU, and the table compared with the source, every column of every row.
 - `stream_latency(stack, rate, seconds, side)`: per-change latency, producer commit to applied row,
   for side "ecst" or "sink", with a writer issuing `rate` updates per second.
 
@@ -28,22 +26,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-import yaml
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ecst import kafka, source, verify
+from benchmarks.stackbench import Capture, cpu_seconds, drop_table, users_table
+from ecst import kafka, verify
 from ecst.connectors import apply as apply_mod
 from ecst.connectors.client import ConnectClient
-from ecst.connectors.definition import ConnectorDefinition, parse_definition
-from ecst.connectors.slots import wait_for_slot_inactive
-from ecst.demo import delete_topics, topic_for
+from ecst.connectors.definition import parse_definition
 from ecst.stack import LocalStack
 from ecst.stack.postgres import ADMIN_USER, CONNECTOR_ROLE
 
@@ -65,18 +60,6 @@ def _local(stack: Any) -> LocalStack:
     if not isinstance(inner, LocalStack):
         raise TypeError(f"expected an ecst.stack.LocalStack (the local stack), got {type(stack).__name__}")
     return inner
-
-
-def _cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a live process, all its threads (None when unknown)."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is field 3
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ensure_database(st: LocalStack, name: str, writer_role: str | None = None) -> None:
@@ -130,123 +113,6 @@ def _delete_group(st: LocalStack, group: str, timeout_s: float = 15.0) -> None:
 def _has_plugin(st: LocalStack, cls: str) -> bool:
     plugins = ConnectClient(st.connect.url).request("GET", "/connector-plugins")
     return any(p.get("class") == cls for p in plugins)
-
-
-# ----- a captured producer table -----------------------------------------------------------------
-@dataclass
-class Capture:
-    """A producer users table with its own Debezium connector, slot, publication and topics."""
-
-    st: LocalStack
-    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def __post_init__(self) -> None:
-        self.table = f"bench_{self.uid}"
-        self.signal_table = f"{self.table}_signal"
-        self.slot = self.publication = f"bench_{self.uid}"
-        self.prefix = f"b{self.uid}"
-        doc = yaml.safe_load((ROOT / "connectors" / "users.yaml").read_text())
-        doc["name"] = f"bench-{self.uid}"
-        doc["config"].update({
-            "table.include.list": f"public.{self.table}", "slot.name": self.slot,
-            "publication.name": self.publication, "topic.prefix": self.prefix,
-            "signal.data.collection": f"public.{self.signal_table}",
-            "signal.kafka.topic": f"{self.prefix}.signals",
-            "signal.kafka.bootstrap.servers": self.st.kafka.bootstrap,
-            "notification.sink.topic.name": f"{self.prefix}.notifications",
-        })
-        self.definition: ConnectorDefinition = parse_definition(doc, environ={})
-        self.topic = topic_for(self.definition)
-        self.client = ConnectClient(self.st.connect.url)
-        self.conn = self.st.postgres.connect()
-        self.connector_up = False
-
-    def create(self, rows: int) -> None:
-        source.create_users_table(self.conn, self.table, rows)
-        source.prepare_capture(self.conn, self.table, self.publication, signal_table=self.signal_table)
-
-    def start(self) -> None:
-        apply_mod.apply(self.client, self.definition)
-        self.connector_up = True
-
-    def records(self) -> int:
-        _, ends = kafka.topic_offsets(self.st.kafka.bootstrap, [self.topic])
-        return sum(ends.values())
-
-    def wait_records(self, n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (have := self.records()) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {self.topic} holds {have} records, expected {n}, "
-                                   f"after {timeout_s} s")
-            time.sleep(0.3)
-
-    def stop_connector(self) -> None:
-        """Remove the connector, its slot and publication; the table and topics stay."""
-        if self.connector_up:
-            self.client.delete(self.definition.name)
-            wait_for_slot_inactive(self.conn, self.slot)
-            self.connector_up = False
-        source.drop_capture(self.conn, self.slot, self.publication)
-
-    def cleanup(self) -> None:
-        try:
-            self.stop_connector()
-            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {} CASCADE").format(
-                sql.Identifier(self.table), sql.Identifier(self.signal_table)))
-            delete_topics(self.st.kafka.bootstrap, [
-                self.topic, f"{self.prefix}.signals", f"{self.prefix}.notifications",
-                f"__debezium-heartbeat.{self.prefix}"])
-        finally:
-            self.conn.close()
-
-
-@dataclass
-class Prefilled:
-    """What `prefill` made: `topic` holds `records` change records of producer table `table`."""
-
-    topic: str
-    records: int
-    table: str
-    rows: int
-    capture: Capture = field(repr=False)
-
-    def cleanup(self) -> None:
-        """Drop the producer table and the topics."""
-        self.capture.cleanup()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "records": self.records, "table": self.table, "rows": self.rows}
-
-
-def prefill(stack: Any, n: int, *, timeout_s: float = 600.0) -> Prefilled:
-    """A topic of 2n records: a Debezium snapshot of a new producer table of n users, then one
-    update of each user (in transactions of 1000), streamed. The source connector, its slot and
-    publication are removed once the topic holds them all: nothing writes to the topic afterwards.
-    The producer table stays, the final state to compare with; `cleanup()` drops it and the topics.
-    """
-    st = _local(stack)
-    cap = Capture(st)
-    try:
-        started = time.perf_counter()
-        cap.create(n)
-        cap.start()
-        cap.wait_records(n, timeout_s)
-        snapshot_s = time.perf_counter() - started
-        t = sql.Identifier(cap.table)
-        for lo in range(1, n + 1, 1000):
-            cap.conn.execute(sql.SQL(
-                "UPDATE {} SET full_name = full_name || '*', balance = balance + 1, active = NOT active, "
-                "updated_at = clock_timestamp() WHERE id BETWEEN %s AND %s").format(t), (lo, lo + 999))
-        cap.wait_records(2 * n, timeout_s)
-        records = cap.records()
-        cap.stop_connector()
-        log.info("prefilled %s: %d records (snapshot %.1f s, all %.1f s)", cap.topic, records, snapshot_s,
-                 time.perf_counter() - started)
-        return Prefilled(topic=cap.topic, records=records, table=cap.table, rows=n, capture=cap)
-    except BaseException:
-        cap.cleanup()
-        raise
 
 
 # ----- target tables -----------------------------------------------------------------------------
@@ -393,11 +259,11 @@ def sink_apply(stack: Any, topic: str, rows_expected: int, *, source_table: str 
     _ensure_database(st, SINK_DB, CONNECTOR_ROLE)
     with st.postgres.connect(SINK_DB) as target:
         pid = st.connect.pid
-        cpu0 = _cpu_seconds(pid)
+        cpu0 = cpu_seconds(pid)
         started = time.perf_counter()
         with sink_connector(st, topic, table, batch_size=batch_size, unnest=unnest) as (name, alive):
             first, done = _wait_final(target, table, expected, rows_expected, timeout_s, alive)
-            cpu1 = _cpu_seconds(pid)
+            cpu1 = cpu_seconds(pid)
             took = done - started
             result: dict[str, Any] = {
                 "side": "sink", "connector": name, "topic": topic, "rows": rows_expected,
@@ -466,43 +332,6 @@ def _state_table(conn: psycopg.Connection, timeout_s: float, alive: Callable[[],
         if time.monotonic() > deadline:
             raise TimeoutError(f"ecst created no state table in {timeout_s} s")
         time.sleep(0.05)
-
-
-def ecst_apply(stack: Any, topic: str, rows_expected: int, *, source_table: str | None = None,
-               batch_size: int = BATCH, timeout_s: float = 900.0) -> dict[str, Any]:
-    """`sink_apply`'s measure for ecst: an `ecst consume` process (batches of `batch_size`) into a
-    new PostgreSQL state database in the same cluster, from its start until the state table shows
-    the final state (same fingerprint, same polling); `consumer_cpu_s` is the process's
-    utime+stime (its start-up, imports included)."""
-    st = _local(stack)
-    expected = None
-    if source_table:
-        with st.postgres.connect() as src:
-            expected = _fingerprint(src, source_table)
-    state_db = f"bench_ecst_{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
-    with _ecst_consumer(st, topic, state_db, batch_size) as (proc, alive):
-        with st.postgres.connect(state_db) as target:
-            table = _state_table(target, timeout_s, alive)
-            first, done = _wait_final(target, table, expected, rows_expected, timeout_s, alive)
-            cpu = _cpu_seconds(proc.pid)
-            took = done - started
-            result: dict[str, Any] = {
-                "side": "ecst", "topic": topic, "rows": rows_expected,
-                "records": sum(kafka.topic_offsets(st.kafka.bootstrap, [topic])[1].values()),
-                "wall_s": round(took, 3), "rows_per_s": round(rows_expected / took, 1),
-                "first_row_s": round(first - started, 3),
-                "consumer_cpu_s": round(cpu, 2) if cpu is not None else None, "batch_size": batch_size,
-            }
-            result["records_per_s"] = round(result["records"] / took, 1)
-            # from the first row seen: the rate once started (start-up, e.g. Hibernate's, excluded)
-            result["records_per_s_after_first_row"] = round(result["records"] / (done - first), 1) \
-                if done > first else None
-            if source_table:
-                cmp = _compare(st, source_table, target, table)
-                result.update(matches=cmp.matches, comparison=cmp.summary())
-    log.info("ecst_apply: %s", result)
-    return result
 
 
 # ----- streaming latency -------------------------------------------------------------------------
@@ -649,28 +478,28 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
     st = _local(stack)
     rows = rows or max(1000, min(int(rate * seconds), 100_000))
     threads = threads or (2 if rate >= 2000 else 1)
-    cap = Capture(st)
+    cap = Capture(st, users_table(st, rows))
+    uid = cap.slot.removeprefix("bench_")
     result: dict[str, Any] = {"side": side, "rate": rate, "seconds": seconds, "rows": rows,
                               "threads": threads, "batch_size": batch_size}
     try:
-        cap.create(rows)
-        cap.start()
+        cap.apply()
         if side == "sink":
-            target_db, table = SINK_DB, f"sink_{cap.uid}"
+            target_db, table = SINK_DB, f"sink_{uid}"
             side_cm: Any = sink_connector(st, cap.topic, table, batch_size=batch_size, unnest=unnest)
             result["unnest"] = unnest
         else:
-            target_db, table = f"bench_ecst_{cap.uid}", ""
+            target_db, table = f"bench_ecst_{uid}", ""
             side_cm = _ecst_consumer(st, cap.topic, target_db, batch_size)
         with side_cm as (handle, alive):
             with st.postgres.connect(target_db) as target:
                 if side == "ecst":
                     table = _state_table(target, 300, alive)
                 _wait_final(target, table, None, rows, 600, alive)
-                log_t, fn = sql.Identifier(f"bench_log_{cap.uid}"), sql.Identifier(f"bench_log_{cap.uid}")
+                log_t, fn = sql.Identifier(f"bench_log_{uid}"), sql.Identifier(f"bench_log_{uid}")
                 target.execute(sql.SQL(LATENCY_DDL).format(table=sql.Identifier(table), log=log_t, fn=fn))
                 pid = st.connect.pid if side == "sink" else handle.pid
-                cpu0 = _cpu_seconds(pid)
+                cpu0 = cpu_seconds(pid)
                 writer = Writer(st, cap.table, rows, rate, seconds, threads)
                 clock = TopicClock(st.kafka.bootstrap, cap.topic) if source_split else None
                 if clock:
@@ -687,7 +516,7 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
                     if not missing or time.monotonic() > deadline:
                         break
                     time.sleep(POLL_S)
-                cpu1 = _cpu_seconds(pid)
+                cpu1 = cpu_seconds(pid)
                 if clock:
                     clock.stop.set()
                     clock.join()
@@ -725,33 +554,7 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
         result["kept_up"] = bool(not missing and achieved >= 0.95 * rate
                                  and trend is not None and trend < 1.0)
     finally:
-        cap.cleanup()
+        cap.remove()
+        drop_table(st, cap.table)
     log.info("stream_latency: %s", result)
     return result
-
-
-def main() -> None:
-    """Run every scenario once at a small size: `python benchmarks/scenarios_connect.py [n]`."""
-    import json
-
-    from ecst.settings import Settings
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    st = LocalStack(Settings.from_env())
-    out: dict[str, Any] = {}
-    filled = prefill(st, n)
-    try:
-        out["prefill"] = filled.as_dict()
-        out["sink_apply"] = sink_apply(st, filled.topic, n, source_table=filled.table)
-        out["ecst_apply"] = ecst_apply(st, filled.topic, n, source_table=filled.table)
-    finally:
-        filled.cleanup()
-    for side in ("ecst", "sink"):
-        out[f"latency_{side}"] = stream_latency(st, 500, 15, side)
-    print(json.dumps(out, indent=2, default=str))
-
-
-if __name__ == "__main__":
-    main()

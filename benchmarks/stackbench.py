@@ -120,18 +120,29 @@ class Capture:
             time.sleep(0.05)
         return time.time()
 
-    def remove(self) -> None:
-        """Delete the connector, its slot, publication and topics."""
+    def stop(self) -> None:
+        """Delete the connector, its slot and publication; its topics stay."""
         remove_connector(self.client, self.name)
         with self.stack.postgres.connect() as conn:
             wait_for_slot_inactive(conn, self.slot)
             source.drop_capture(conn, self.slot, self.slot)
+
+    def remove(self) -> None:
+        """Delete the connector, its slot, publication and topics."""
+        self.stop()
         delete_topics(self.stack.kafka.bootstrap, self.topics)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a live process so far, all its threads (/proc/<pid>/stat);
+    None when unknown."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": fields[0] is the state
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
