@@ -15,8 +15,10 @@ CRDS = Path(__file__).parent / "crds"
 
 
 def _strict(schema: Any) -> Any:
+    """additionalProperties: false on every structural object schema; the branches of oneOf/anyOf/
+    allOf/not only constrain (Kubernetes allows no new fields in them), so they are left as they are."""
     if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
+        out = {k: v if k in ("oneOf", "anyOf", "allOf", "not") else _strict(v) for k, v in schema.items()}
         if ("properties" in out and "additionalProperties" not in out
                 and not out.get("x-kubernetes-preserve-unknown-fields")):
             out["additionalProperties"] = False

@@ -96,6 +96,7 @@ def test_the_example_kafka_connect_fits_the_v1_schema():
     (lambda s: s.pop("groupId"), "groupId"),
     (lambda s: s["build"]["output"].update(additionalKanikoOptions=[]), "additionalKanikoOptions"),
     (lambda s: s["metricsConfig"].update(type="prometheus"), "prometheus"),
+    (lambda s: s["template"]["connectContainer"]["env"][0].update(value="x"), "env.0"),  # value and valueFrom
 ])
 def test_the_kafka_connect_schema_check_catches_v1_mistakes(change, word):
     connect = _connect()
