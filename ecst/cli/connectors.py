@@ -246,17 +246,23 @@ def plan_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, pro
 @click.option("--cluster", default="ecst-connect", show_default=True,
               help="Name of the Strimzi KafkaConnect the connectors run on (strimzi.io/cluster).")
 @click.option("--namespace", help="Kubernetes namespace to put in the resources.")
+@click.option("--api-version", "api_version", default="v1", show_default=True, metavar="v1|v1beta2",
+              help="kafka.strimzi.io version: v1 (Strimzi 0.49 and later; the only one Strimzi 1.0 "
+                   "serves) or v1beta2 (older operators).")
 def render_cmd(files: tuple[str, ...], env: str | None, fmt: str, cluster: str,
-               namespace: str | None) -> None:
+               namespace: str | None, api_version: str) -> None:
     """Render the definitions as Kubernetes resources (Strimzi KafkaConnector), to stdout.
 
     \b
     Example:
         ecst connectors render -f connectors/ --env prod --cluster ecst-connect | kubectl apply -f -
+        ecst connectors render -f connectors/ --api-version v1beta2   # Strimzi before 0.49
     """
+    from ecst.connectors.strimzi import api_version as check_version
     from ecst.connectors.strimzi import render
 
-    click.echo(render(load_definitions(list(files), env=env), cluster, namespace), nl=False)
+    check_version(api_version)  # before the files are read: the option is the first thing wrong
+    click.echo(render(load_definitions(list(files), env=env), cluster, namespace, api_version), nl=False)
 
 
 @connectors.command("doctor")

@@ -1,7 +1,8 @@
-"""Connector definitions rendered as Strimzi `KafkaConnector` resources (kafka.strimzi.io/v1beta2),
-so the same reviewed YAML drives a Kubernetes cluster. `${env:VAR}` references stay as they are:
-the `KafkaConnect` resource (deploy/strimzi/kafka-connect.yaml) enables the env config provider
-and maps the variables from Kubernetes Secrets."""
+"""Connector definitions rendered as Strimzi `KafkaConnector` resources (kafka.strimzi.io/v1 by
+default, v1beta2 for operators older than Strimzi 0.49), so the same reviewed YAML drives a
+Kubernetes cluster. `${env:VAR}` references stay as they are: the `KafkaConnect` resource
+(deploy/strimzi/kafka-connect.yaml) enables the env config provider and maps the variables from
+Kubernetes Secrets."""
 
 from __future__ import annotations
 
@@ -11,17 +12,31 @@ from typing import Any
 import yaml
 
 from ecst.connectors.definition import ConnectorDefinition
-from ecst.exceptions import DefinitionError
+from ecst.exceptions import ConfigError, DefinitionError
 
-API_VERSION = "kafka.strimzi.io/v1beta2"
+GROUP = "kafka.strimzi.io"
+# v1: Strimzi 0.49 and later (the only one Strimzi 1.0 serves); v1beta2: older operators.
+API_VERSIONS = ("v1", "v1beta2")
+DEFAULT_API_VERSION = "v1"
+API_VERSION = f"{GROUP}/{DEFAULT_API_VERSION}"
 # Strimzi sets these from spec fields; config must not carry them.
 RESERVED = ("connector.class", "tasks.max", "name")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
-def kafka_connector(definition: ConnectorDefinition, cluster: str,
-                    namespace: str | None = None) -> dict[str, Any]:
-    """One KafkaConnector resource for a definition, labelled for the KafkaConnect `cluster`."""
+def api_version(version: str) -> str:
+    """The resources' apiVersion for `version` (v1 or v1beta2); a ConfigError for anything else."""
+    if version not in API_VERSIONS:
+        raise ConfigError(f"--api-version {version!r}: Strimzi serves {GROUP}/v1 (Strimzi 0.49 and later, "
+                          "the only version of Strimzi 1.0) or v1beta2 (older operators): use v1 or v1beta2")
+    return f"{GROUP}/{version}"
+
+
+def kafka_connector(definition: ConnectorDefinition, cluster: str, namespace: str | None = None,
+                    version: str = DEFAULT_API_VERSION) -> dict[str, Any]:
+    """One KafkaConnector resource for a definition, labelled for the KafkaConnect `cluster`. Its
+    spec is the same in v1 and v1beta2: `state` (both) rather than `pause` (v1beta2 only)."""
+    api = api_version(version)
     if not _DNS1123.match(definition.name):
         raise DefinitionError(
             f"{definition.source}: name {definition.name!r} is not a valid Kubernetes resource name "
@@ -35,7 +50,7 @@ def kafka_connector(definition: ConnectorDefinition, cluster: str,
     if namespace:
         metadata["namespace"] = namespace
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": api,
         "kind": "KafkaConnector",
         "metadata": metadata,
         "spec": {
@@ -57,7 +72,9 @@ def _typed(value: str) -> Any:
     return value
 
 
-def render(definitions: list[ConnectorDefinition], cluster: str, namespace: str | None = None) -> str:
+def render(definitions: list[ConnectorDefinition], cluster: str, namespace: str | None = None,
+           version: str = DEFAULT_API_VERSION) -> str:
     """A multi-document YAML stream of KafkaConnector resources."""
-    docs = [kafka_connector(d, cluster, namespace) for d in definitions]
+    api_version(version)  # refused before anything is rendered, even with no definitions
+    docs = [kafka_connector(d, cluster, namespace, version) for d in definitions]
     return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
