@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,3 +60,15 @@ def external_metrics() -> set[str]:
     """The names external-metrics.txt lists (one a line; `#` starts a comment)."""
     lines = (line.split("#", 1)[0].strip() for line in EXTERNAL.read_text().splitlines())
     return {line for line in lines if line}
+
+
+def promtool(*args: str, stdin: str | None = None) -> str:
+    """promtool's output; the calling test fails when it fails, or is missing."""
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool not found: install it with `make promtool` (apt-get install prometheus, "
+                    "as root), then re-run", pytrace=False)
+    result = subprocess.run([exe, *args], cwd=ROOT, input=stdin, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"promtool {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout

@@ -14,6 +14,7 @@ from tests.unit.monitoring.files import (
     dashboard_expressions,
     dashboard_panels,
     external_metrics,
+    promtool,
     rule_expressions,
 )
 from tests.unit.monitoring.promql import metric_names
@@ -35,8 +36,8 @@ def family(sample: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scraped():
-    """The sample names of a /metrics scrape, every family recorded once."""
+def scrape():
+    """The body of a /metrics scrape of the consumer's status server, every family recorded once."""
     metrics = Metrics()
     for name, (kind, _) in Metrics.HELP.items():
         if kind == "counter":
@@ -51,6 +52,13 @@ def scraped():
     finally:
         server.stop()
     assert status == 200
+    return body
+
+
+@pytest.fixture(scope="module")
+def scraped(scrape):
+    """The sample names of the scrape."""
+    body = scrape
     names = {line.split("{")[0].split()[0] for line in body.splitlines() if line and not line.startswith("#")}
     families = {line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")}
     assert families <= {family(n) for n in names}, "a family of the scrape has no sample: record one here"
@@ -97,3 +105,8 @@ def test_the_dashboard_is_importable():
             assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
             pos = p["gridPos"]
             assert pos["x"] + pos["w"] <= 24, f"{p['title']} is wider than the grid"
+
+
+def test_promtool_lints_the_scrape(scrape):
+    """`promtool check metrics`: the exposition format, and naming conventions (counters end in _total)."""
+    promtool("check", "metrics", stdin=scrape)
