@@ -8,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DOCS_STAMP := $(VENV)/.docs-installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo check test faults faults-full bench bench-quick lint docs venv stack-up stack-down clean
+.PHONY: promtool demo check test faults faults-full bench bench-quick lint docs venv stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,18 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/ecst demo
 
+# promtool (Debian's prometheus package) checks and unit-tests deploy/monitoring/ecst-rules.yaml in the unit
+# tests; installed once, when missing (apt-get, as root; the package's Prometheus service is not started).
+promtool:
+	@command -v promtool >/dev/null || { \
+	  test "$$(id -u)" = 0 || { echo "promtool not found: run 'sudo apt-get install prometheus', then re-run" >&2; exit 1; }; \
+	  echo "installing promtool (apt-get install prometheus)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || { \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null; }; }
+	@promtool --version | head -1
+
 # Lint, types and the unit tests: no stack.
-check: venv
+check: venv promtool
 	$(VENV)/bin/ruff check ecst tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest tests/unit
