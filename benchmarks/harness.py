@@ -392,11 +392,12 @@ def _run(sizes: Sizes, only: list[str], out: Path, quick: bool, log: Callable[[s
             run.scenarios[name] = scenario_latency(stack, sizes, log)
         elif name == "scale":
             run.scenarios[name] = scenario_scale(stack, sizes, log)
-    run.facts["load_average_end"] = os.getloadavg()
-    run.facts["duration_s"] = round(time.monotonic() - started)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks-raw.json").write_text(json.dumps(asdict(run), indent=1, default=str) + "\n")
-    report.write(asdict(run), out)
+        # after every scenario: a run stopped later keeps what it measured
+        run.facts["load_average_end"] = os.getloadavg()
+        run.facts["duration_s"] = round(time.monotonic() - started)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "benchmarks-raw.json").write_text(json.dumps(asdict(run), indent=1, default=str) + "\n")
+        report.write(asdict(run), out)
     log(f"wrote {out / 'benchmarks.md'}, {out / 'benchmarks.json'}, {out / 'benchmarks-raw.json'} and charts")
     for goal in report.goals(asdict(run)):
         log(f"  goal {goal['name']}: {goal['measured']} (target {goal['target']} {goal['unit']})")
