@@ -1,15 +1,18 @@
 """The one Kafka adapter: every consumer, producer and admin client ecst builds comes from here.
 
-Clients are built from one `KafkaSettings` (bootstrap servers today; security settings, when
-they come, are added here once). kafka-python's errors at construction, and in the few calls
-made here, become ecst's `KafkaUnavailableError`, whose message names the servers.
+Clients are built from one `KafkaSettings` (bootstrap servers and the consumer's client library;
+security settings, when they come, are added here once). kafka-python's errors at construction,
+and in the few calls made here, become ecst's `KafkaUnavailableError`, whose message names the
+servers. The consumer's group reader may use confluent-kafka instead (`client="confluent"`, the
+optional extra `ecst[kafka-confluent]`: see `confluent_options` and ecst/consumer/group_confluent.py);
+everything else stays on kafka-python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -20,6 +23,9 @@ from ecst.exceptions import ConfigError, KafkaUnavailableError
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 REQUEST_TIMEOUT_MS = 30000
+CLIENTS = ("kafka-python", "confluent")  # the group reader's client library; kafka-python is the default
+CONFLUENT_MISSING = ("the Kafka client 'confluent' needs confluent-kafka, which is not installed: "
+                     "pip install 'ecst[kafka-confluent]' (or choose kafka.client: kafka-python)")
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,10 @@ class KafkaSettings:
     """How to reach the Kafka cluster; what every client shares."""
 
     bootstrap_servers: str
+    client: str = "kafka-python"  # the consumer's group reader: kafka-python or confluent
 
     def __post_init__(self) -> None:
+        check_client(self.client, "kafka.client")
         for server in self.servers or [""]:
             host, _, port = server.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -46,9 +54,33 @@ class KafkaSettings:
         return {"bootstrap_servers": self.servers, "request_timeout_ms": REQUEST_TIMEOUT_MS}
 
 
-def as_settings(kafka: KafkaSettings | str) -> KafkaSettings:
-    """Accept a `KafkaSettings` or a bootstrap string (`host:port[,host:port]`)."""
-    return kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(kafka)
+    def confluent_options(self) -> dict[str, Any]:
+        """The same, in librdkafka's words, for a confluent-kafka client."""
+        return {"bootstrap.servers": ",".join(self.servers), "socket.timeout.ms": REQUEST_TIMEOUT_MS}
+
+
+def check_client(value: Any, name: str) -> str:
+    """One of CLIENTS, else a ConfigError naming `name` (a key, an option or a variable)."""
+    if value not in CLIENTS:
+        raise ConfigError(f"{name}: {value!r} is not a Kafka client: use {' or '.join(CLIENTS)} "
+                          "(kafka.client, --kafka-client or ECST_KAFKA_CLIENT)")
+    return str(value)
+
+
+def require_client(settings: KafkaSettings) -> None:
+    """A ConfigError now if the chosen client's library is not installed."""
+    if settings.client == "confluent":
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(CONFLUENT_MISSING) from exc
+
+
+def as_settings(kafka: KafkaSettings | str, client: str | None = None) -> KafkaSettings:
+    """Accept a `KafkaSettings` or a bootstrap string (`host:port[,host:port]`); `client`, if
+    given, replaces the settings' client."""
+    settings = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(kafka)
+    return settings if client is None or client == settings.client else replace(settings, client=client)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from ecst.consumer.outage import StoreHealth, wait_for_store
 from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore, check_state_url
 from ecst.exceptions import ConfigError
+from ecst.kafka import CLIENTS, as_settings, require_client
 from ecst.settings import Secret, Settings
 
 log = logging.getLogger("ecst.consume")
@@ -49,6 +50,9 @@ log = logging.getLogger("ecst.consume")
                    "dynamic member.")
 @click.option("--bootstrap-servers", envvar="ECST_BOOTSTRAP_SERVERS",
               help="Kafka bootstrap servers. Default: the local stack's broker.")
+@click.option("--kafka-client", envvar="ECST_KAFKA_CLIENT", type=click.Choice(CLIENTS),
+              help="The consumer's Kafka client: kafka-python (default) or confluent, faster "
+                   "(pip install 'ecst[kafka-confluent]').")
 @click.option("--batch-size", type=int,
               help=f"Records per poll, applied in one transaction (1 to {MAX_BATCH_SIZE}).")
 @click.option("--dead-letter-topic", help="Send undecodable/rejected records here and go on.")
@@ -62,7 +66,8 @@ log = logging.getLogger("ecst.consume")
 @click.pass_obj
 def consume(settings: Settings, config_file: str | None, state_url: str | None,
             topics: tuple[str, ...], group: str | None, group_instance_id: str | None,
-            bootstrap_servers: str | None, batch_size: int | None, dead_letter_topic: str | None,
+            bootstrap_servers: str | None, kafka_client: str | None, batch_size: int | None,
+            dead_letter_topic: str | None,
             fail_fast: bool | None, http_port: int | None, until_caught_up: bool,
             until_ready: bool) -> None:
     """Apply Debezium change events to the private state; SIGTERM finishes the batch and exits 0.
@@ -89,7 +94,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         check_instance_id(group_instance_id, "--group-instance-id")
     config = config.with_(
         state_url=Secret(state_url) if state_url else None, group_id=group,
-        group_instance_id=group_instance_id, bootstrap_servers=bootstrap_servers,
+        group_instance_id=group_instance_id, bootstrap_servers=bootstrap_servers, kafka_client=kafka_client,
         batch_size=batch_size, dead_letter_topic=dead_letter_topic, fail_fast=fail_fast,
         http_port=http_port,
     )
@@ -98,7 +103,9 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
     if topics:
         config = config.with_(topics=tuple(config.mapping(t) for t in topics))
     check_state_url(config.state_url.reveal())  # a database ecst cannot use: say so now
-    bootstrap = config.bootstrap_servers or settings.effective_bootstrap_servers
+    bootstrap = as_settings(config.bootstrap_servers or settings.effective_bootstrap_servers,
+                            config.kafka_client)
+    require_client(bootstrap)  # the confluent client chosen but not installed: say so first
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -10,8 +10,8 @@ import time
 from collections.abc import Mapping
 
 from ecst.consumer import readiness
-from ecst.consumer.group import GroupReader
 from ecst.consumer.metrics import Metrics
+from ecst.consumer.readers import Reader
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.store import StateStore
 
@@ -33,7 +33,7 @@ class Chores:
         self._last_purge = 0.0
         self._last_check = 0.0
 
-    def after_turn(self, group: GroupReader, snapshots: Mapping[str, SnapshotState], ready: bool) -> None:
+    def after_turn(self, group: Reader, snapshots: Mapping[str, SnapshotState], ready: bool) -> None:
         group.observe(self.metrics)
         for t in self.topics:
             self.metrics.set("ecst_snapshot_complete",

@@ -4,6 +4,7 @@
       bootstrap_servers: ${ECST_BOOTSTRAP_SERVERS:-127.0.0.1:19092}
       group_id: users-service
       group_instance_id: users-0   # static membership (default: <hostname>-<group_id>; "" for none)
+      client: kafka-python         # or confluent: pip install 'ecst[kafka-confluent]' (faster reads)
     state:
       url: sqlite:///users-state.db
     topics:
@@ -38,6 +39,7 @@ from typing import Any
 from ecst.connectors.definition import interpolate
 from ecst.consumer.types import DEFAULT_PLACEHOLDER
 from ecst.exceptions import ConfigError
+from ecst.kafka import check_client
 from ecst.settings import Secret
 from ecst.yamlfile import read_yaml
 
@@ -77,6 +79,8 @@ class ConsumerConfig:
     # Kafka static membership (KIP-345): None lets `ecst consume` derive one (default_instance_id),
     # "" means a dynamic member. The library's Consumer joins as a dynamic member unless set.
     group_instance_id: str | None = None
+    # The group reader's client library (ecst.kafka.CLIENTS); None: the KafkaSettings' (kafka-python)
+    kafka_client: str | None = None
     state_url: Secret = field(default_factory=lambda: Secret("sqlite:///ecst-state.db"))
     batch_size: int = 2000
     dead_letter_topic: str | None = None
@@ -146,6 +150,8 @@ def check_config(config: ConsumerConfig) -> ConsumerConfig:
         check_port(config.http_port, "http.port")
     if config.group_instance_id is not None:
         check_instance_id(config.group_instance_id, "kafka.group_instance_id")
+    if config.kafka_client is not None:
+        check_client(config.kafka_client, "kafka.client")
     return config
 
 
@@ -199,7 +205,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
         doc = _interp(doc, environ, where)
     except DefinitionError as exc:
         raise ConfigError(str(exc)) from exc
-    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id", "group_instance_id"}, where)
+    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id", "group_instance_id", "client"}, where)
     state = _section(doc, "state", {"url"}, where)
     http = _section(doc, "http", {"host", "port"}, where)
     out: dict[str, Any] = {}
@@ -212,6 +218,8 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
         value = kafka["group_instance_id"]
         out["group_instance_id"] = check_instance_id("" if value is None else value,
                                                      f"{where}: kafka.group_instance_id")
+    if "client" in kafka:
+        out["kafka_client"] = check_client(kafka["client"], f"{where}: kafka.client")
     if "url" in state:
         out["state_url"] = Secret(_expect(f"{where}: state.url", state["url"], str, "a SQLAlchemy URL"))
     if "topics" in doc:

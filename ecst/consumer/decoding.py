@@ -42,8 +42,10 @@ class Decoder:
         self.source_tables: dict[str, str] = {}  # topic -> source table of its latest change event
 
     def __call__(self, message: Any) -> Decoded:
-        """Decode one kafka-python message (anything with topic, partition, offset, key, value)."""
-        record = Record(message.topic, message.partition, message.offset, message.key, message.value)
+        """Decode one `Record`, or kafka-python message (anything with topic, partition, offset,
+        key, value)."""
+        record = message if isinstance(message, Record) else Record(
+            message.topic, message.partition, message.offset, message.key, message.value)
         mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
         try:
             event = decode(record, self.placeholder)

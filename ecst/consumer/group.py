@@ -189,17 +189,7 @@ class GroupReader:
         """`ecst_topic_present`, and a warning when a subscribed topic disappears (deleted: its
         connector cannot deliver changes any more) or comes back."""
         for topic in self.topics:
-            present = bool(self.consumer.partitions_for_topic(topic))
-            metrics.set("ecst_topic_present", 1.0 if present else 0.0, topic=topic)
-            if present != self._present.get(topic, True):
-                if present:
-                    log.warning("topic %s exists again: a topic that was deleted and re-created lost "
-                                "what it held; check with `ecst verify`", topic)
-                else:
-                    log.warning("topic %s no longer exists (deleted?): the state keeps what was applied, "
-                                "and nothing new arrives; docs/runbook.md, 'Change topic deleted', rebuilds "
-                                "it with `ecst rebootstrap fresh`", topic)
-            self._present[topic] = present
+            topic_presence(metrics, self._present, topic, bool(self.consumer.partitions_for_topic(topic)))
 
     # -- waiting --------------------------------------------------------------------------
     def idle_paused(self, seconds: float, stop: threading.Event) -> None:
@@ -238,6 +228,20 @@ class GroupReader:
             self.consumer.close(autocommit=False)
         except KafkaError:
             log.warning("error while closing the Kafka consumer", exc_info=True)
+
+
+def topic_presence(metrics: Metrics, seen: dict[str, bool], topic: str, present: bool) -> None:
+    """Set `ecst_topic_present` of `topic`; warn when it disappeared or came back since `seen`."""
+    metrics.set("ecst_topic_present", 1.0 if present else 0.0, topic=topic)
+    if present != seen.get(topic, True):
+        if present:
+            log.warning("topic %s exists again: a topic that was deleted and re-created lost "
+                        "what it held; check with `ecst verify`", topic)
+        else:
+            log.warning("topic %s no longer exists (deleted?): the state keeps what was applied, "
+                        "and nothing new arrives; docs/runbook.md, 'Change topic deleted', rebuilds "
+                        "it with `ecst rebootstrap fresh`", topic)
+    seen[topic] = present
 
 
 def _keyed(offsets: dict[TopicPartition, int]) -> Offsets:

@@ -31,9 +31,10 @@ from ecst.consumer.config import ConsumerConfig, check_config
 from ecst.consumer.deadletter import DeadLetters, where
 from ecst.consumer.decoding import Decoded, Decoder, check_mappings
 from ecst.consumer.events import ChangeEvent
-from ecst.consumer.group import GroupReader, Offsets
+from ecst.consumer.group import Offsets
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import StoreHealth, wait_for_store
+from ecst.consumer.readers import Reader, open_reader
 from ecst.consumer.snapshots import MARKERS, SNAPSHOT_PENDING, SnapshotState, snapshot_transitions
 from ecst.consumer.store import StaleStateError, StateStore
 from ecst.consumer.writes import ApplyStats
@@ -104,7 +105,8 @@ class Consumer:
         self.config = check_config(config.with_(group_id=group_id, batch_size=batch_size))
         self.store = store
         self.topics = [m.topic for m in self.config.topics]
-        self.kafka = kafka.as_settings(bootstrap_servers)
+        self.kafka = kafka.as_settings(bootstrap_servers, self.config.kafka_client)
+        kafka.require_client(self.kafka)  # a client chosen but not installed: say so now
         self.poll_timeout_ms = poll_timeout_ms
         self.client_id = client_id
         self.metrics = metrics or Metrics()
@@ -130,7 +132,7 @@ class Consumer:
         `until_ready`) until every topic's snapshot has been completely applied, or until the
         policy's `until()` returns True."""
         stop = stop or threading.Event()
-        group = GroupReader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
+        group = open_reader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
                             poll_timeout_ms=self.poll_timeout_ms, alive=self._alive)
         self.metrics.set("ecst_kafka_up", 1.0)
         try:
@@ -168,7 +170,7 @@ class Consumer:
             self.dead_letters.close()
         return self.stats
 
-    def _turn(self, group: GroupReader, targets: Offsets, beginnings: Offsets, until_caught_up: bool,
+    def _turn(self, group: Reader, targets: Offsets, beginnings: Offsets, until_caught_up: bool,
               until_ready: bool, on_batch: Callable[[ApplyStats], None] | None) -> bool:
         """One turn of the loop: poll, apply, bookkeeping. True when the run is done."""
         messages = group.poll()
@@ -196,7 +198,7 @@ class Consumer:
                 or (until is not None and until()))
 
     # -- applying a batch -----------------------------------------------------------------
-    def _apply(self, group: GroupReader, items: list[Decoded]) -> ApplyStats:
+    def _apply(self, group: Reader, items: list[Decoded]) -> ApplyStats:
         started = time.monotonic()
         bad = [d for d in items if d.error]
         if bad and self._stop_on_error():
@@ -229,7 +231,7 @@ class Consumer:
                  ignored, stats.stale, len(bad), took * 1000)
         return stats
 
-    def _apply_items(self, group: GroupReader, items: list[Decoded], good: list[Decoded]) -> ApplyStats:
+    def _apply_items(self, group: Reader, items: list[Decoded], good: list[Decoded]) -> ApplyStats:
         events = [d.event for d in good if d.event is not None]
         self._streamed.update(e.topic for e in events if e.snapshot is None)
         snapshots: dict[str, SnapshotState] = {}
@@ -239,7 +241,7 @@ class Consumer:
         # again; any other database error rejects the batch.
         return self.store.apply(events, _next_offsets(items), snapshots)
 
-    def _apply_one_by_one(self, group: GroupReader, items: list[Decoded]) -> ApplyStats:
+    def _apply_one_by_one(self, group: Reader, items: list[Decoded]) -> ApplyStats:
         """Slow path after a rejected batch: each record alone; the rejected ones are
         dead-lettered before the offset that passes them is stored."""
         total = ApplyStats()
@@ -261,7 +263,7 @@ class Consumer:
         return self.config.fail_fast or not self.config.dead_letter_topic
 
     # -- waiting out outages --------------------------------------------------------------
-    def _wait_out_outage(self, group: GroupReader, stop: threading.Event) -> None:
+    def _wait_out_outage(self, group: Reader, stop: threading.Event) -> None:
         """Wait for the state store with every partition paused (the member keeps its place in
         the group), then position every partition at the offsets the store holds and resume.
         The batch that failed wrote nothing, so it is read again."""
@@ -271,7 +273,7 @@ class Consumer:
         if stored is not None:
             group.resume(stored)
 
-    def _wait_out_kafka(self, group: GroupReader, stop: threading.Event, exc: KafkaError) -> None:
+    def _wait_out_kafka(self, group: Reader, stop: threading.Event, exc: KafkaError) -> None:
         """Kafka is unreachable (a broker restarting, a network cut): wait for it with capped
         backoff, then read on from the offsets the state holds. The copy keeps serving meanwhile."""
         self.metrics.set("ecst_kafka_up", 0.0)
