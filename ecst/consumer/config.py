@@ -17,6 +17,7 @@
           full_name: name
     dead_letter_topic: ecst.dlq.users-service
     readiness: snapshot             # snapshot | caught-up | always
+    overlap: true                   # poll the next batch while one is applied (default)
     http: {host: 127.0.0.1, port: 8080}
 
 `${VAR}` / `${VAR:-default}` are read from the environment. Every key is checked when the file
@@ -86,6 +87,9 @@ class ConsumerConfig:
     readiness: str = "snapshot"
     http_host: str = "127.0.0.1"
     http_port: int | None = None
+    # Poll and decode the next batch while this one is applied (docs/consumer.md, "Overlapped
+    # stages"); False: one stage after the other.
+    overlap: bool = True
 
     def mapping(self, topic: str) -> TopicMapping:
         for m in self.topics:
@@ -154,7 +158,7 @@ def _is_int(value: Any) -> bool:
 
 
 _TOP = {"kafka", "state", "topics", "dead_letter_topic", "fail_fast", "batch_size",
-        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http"}
+        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http", "overlap"}
 
 
 def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -222,6 +226,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     for key, kind, what, name in (
         ("dead_letter_topic", (str, type(None)), "a topic name or null", "dead_letter_topic"),
         ("fail_fast", bool, "true or false", "fail_fast"),
+        ("overlap", bool, "true or false", "overlap"),
         ("unavailable_value_placeholder", str, "a string", "placeholder"),
         ("readiness", str, f"one of {', '.join(READINESS)}", "readiness"),
     ):
