@@ -6,6 +6,7 @@ stages, SQLite vs PostgreSQL state, and kafka-python's fetch options.
     .venv/bin/python benchmarks/bench_pipeline.py fill [--records 100000] [--partitions 3]
     .venv/bin/python benchmarks/bench_pipeline.py e2e --topic TOPIC [--rounds 3] [--states sqlite,postgresql]
     .venv/bin/python benchmarks/bench_pipeline.py fetch --topic TOPIC [--rounds 3]
+    .venv/bin/python benchmarks/bench_pipeline.py latency [--records 30] [--rounds 3]
 
 `fill` produces --records Debezium-shaped change records (JSON with the schema embedded, as
 connectors/users.yaml writes them; tests/unit/consumer/envelopes.py) to a new topic keyed by
@@ -17,6 +18,9 @@ variant in turn (serial, overlap; A B A B ...) for --rounds rounds. Each run's r
 seconds from the start of `run` (group join included) to the caught-up state; "steady" leaves
 out the time before the first batch was applied. It prints each variant's medians and the
 ratio of the medians.
+
+`latency` sends one record at a time to a new, idle topic while a consumer runs, and prints the
+median delay from the send to the end of the batch that applied it, serial vs overlap.
 
 `fetch` reads the whole topic with a bare KafkaConsumer (assigned partitions, no group, no
 decode, no state) for each set of fetch options in FETCH_VARIANTS, in turns, and prints the
@@ -30,6 +34,7 @@ import logging
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -196,6 +201,49 @@ def fetch(args: argparse.Namespace) -> None:
               f"all: {' '.join(f'{x:.0f}' for x in r)}")
 
 
+def latency(args: argparse.Namespace) -> None:
+    """Median delay from a producer's send to the end of the batch that applied it (`on_batch`),
+    one record at a time on an idle topic, for each variant in turn."""
+    bootstrap = stack().kafka.bootstrap
+    variants = [v for v in ("serial", "overlap") if v in args.variants.split(",")]
+    delays: dict[str, list[float]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            for variant in variants:
+                topic = fill(bootstrap, 0, 1)
+                producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+                store = StateStore(f"sqlite:///{tmp}/{uuid.uuid4().hex[:8]}.db")
+                consumer = Consumer(store, [topic], bootstrap_servers=bootstrap, overlap=variant == "overlap",
+                                    group_id=f"bench-{uuid.uuid4().hex[:8]}", mappings_checked=True)
+                sent: list[float] = []
+                seen: list[float] = []
+                stop = threading.Event()
+                runner = threading.Thread(target=consumer.run, kwargs={
+                    "stop": stop, "on_batch": lambda _s, seen=seen: seen.append(time.perf_counter())})
+                runner.start()
+                time.sleep(5)  # joined and idle
+                for i in range(args.records):
+                    key, value = envelope("c", i, 1000 + i, after=row(i))
+                    sent.append(time.perf_counter())
+                    producer.send(topic, key=key, value=value).get(timeout=10)
+                    deadline = time.monotonic() + 10
+                    while len(seen) <= i and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    time.sleep(0.1)
+                stop.set()
+                runner.join()
+                producer.close()
+                store.close()
+                ms = [(b - a) * 1000 for a, b in zip(sent, seen, strict=False)]
+                delays[variant] += ms
+                print(f"round {rnd + 1} {variant:<8} median {statistics.median(ms):6.1f} ms "
+                      f"(max {max(ms):6.1f})", flush=True)
+    for variant in variants:
+        d = delays[variant]
+        print(f"{variant:<8} send -> batch applied: median {statistics.median(d):.1f} ms, "
+              f"90th percentile {statistics.quantiles(d, n=10)[-1]:.1f} ms over {len(d)} records")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +251,10 @@ def main() -> None:
     p = sub.add_parser("fill")
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--partitions", type=int, default=3)
+    p = sub.add_parser("latency")
+    p.add_argument("--records", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variants", default="serial,overlap")
     for name in ("e2e", "fetch"):
         p = sub.add_parser(name)
         p.add_argument("--topic", required=True)
@@ -220,6 +272,8 @@ def main() -> None:
         print(fill(stack().kafka.bootstrap, args.records, args.partitions))
     elif args.cmd == "e2e":
         e2e(args)
+    elif args.cmd == "latency":
+        latency(args)
     else:
         fetch(args)
 

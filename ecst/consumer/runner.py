@@ -53,6 +53,7 @@ from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
 
 log = logging.getLogger(__name__)
+INFLIGHT_POLL_MS = 50  # the longest a poll waits for records while a batch is being applied
 
 
 @dataclass
@@ -219,7 +220,9 @@ class Consumer:
         over the state it left, then apply the new batch (serial: before the bookkeeping;
         `overlap`: hand it to the worker thread). True when the run is done."""
         try:
-            messages = group.poll()
+            # With a batch in flight the poll waits briefly: when nothing new comes, that batch is
+            # finished (Kafka commit, readiness) without waiting for the whole poll timeout.
+            messages = group.poll(INFLIGHT_POLL_MS if self._inflight is not None else None)
             if not self.health.up:  # the store went away during a rebalance (the listener saw it)
                 raise StateStoreUnavailableError(self.health.error)
             batch = self._prepare(group, messages) if messages else None

@@ -83,7 +83,7 @@ class Kafka(FakeConsumer):
     def commit(self, offsets=None):
         stored = self.store.stored_offsets().get(KEY, 0)
         rows = self.store.count("users")
-        for tp, o in offsets.items():
+        for o in offsets.values():
             if o.offset > stored or rows < o.offset:
                 self.ahead.append(f"Kafka commit {o.offset}: state offset {stored}, {rows} rows")
         super().commit(offsets)
