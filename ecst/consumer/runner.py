@@ -8,8 +8,8 @@ offsets stored there (the beginning of the topic if none), so a crash between th
 and the Kafka commit loses nothing and applies nothing twice in effect. Kafka offsets are
 committed too, after the state, only so that lag tools see progress.
 
-With `overlap` (the default) the stages overlap: while one worker thread applies batch N (the
-database's wait and SQLite's step release the GIL), the loop polls and decodes batch N+1. At
+With `overlap` (the default for a PostgreSQL state) the stages overlap: while one worker thread
+applies batch N (waiting for the database releases the GIL), the loop polls and decodes batch N+1. At
 most one batch is in flight, and kafka-python is only ever called from the loop's thread (and its
 own IO thread, for the rebalance listener). Before batch N+1 is handed over, the loop waits for
 N and handles its outcome exactly as the serial loop does: the Kafka commit of N's offsets
@@ -155,8 +155,12 @@ class Consumer:
         self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._cold: list[str] = []  # topics started without stored offsets, not decided yet
         self.chores = Chores(store, self.metrics, self.topics, self.config.tombstone_retention_hours)
-        # Poll and decode the next batch while this one is applied (see the module's docstring).
-        self.overlap = self.config.overlap if overlap is None else overlap
+        # Poll and decode the next batch while this one is applied (see the module's docstring). By
+        # default only for PostgreSQL: its apply waits for the server, while SQLite's executemany takes
+        # and releases the GIL for every row, so overlapped it crawls while the loop decodes (measured:
+        # docs/benchmarks.md).
+        overlap = self.config.overlap if overlap is None else overlap
+        self.overlap = store.dialect == "postgresql" if overlap is None else overlap
         self.kafka_options = kafka_options  # kafka-python consumer options over group.FETCH_OPTIONS
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: InFlight | None = None
