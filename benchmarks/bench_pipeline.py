@@ -191,6 +191,8 @@ def fetch(args: argparse.Namespace) -> None:
     rates: dict[str, list[float]] = {}
     for rnd in range(args.rounds):
         for name, options in FETCH_VARIANTS.items():
+            if args.only and name not in args.only.split(","):
+                continue
             seconds = read_all(bootstrap, args.topic, options, args.batch_size, n)
             rates.setdefault(name, []).append(n / seconds)
             print(f"round {rnd + 1} {name:<40} {n / seconds:>9.0f} rec/s", flush=True)
@@ -265,6 +267,8 @@ def main() -> None:
             p.add_argument("--variants", default="serial,overlap")
             p.add_argument("--fetch", choices=("ecst", "kafka-python"), default="ecst",
                            help="the consumer's fetch options (FETCH_OPTIONS) or kafka-python's defaults")
+        else:
+            p.add_argument("--only", help="comma-separated names of FETCH_VARIANTS to measure (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python 3 warns of its slow IO tasks

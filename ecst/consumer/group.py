@@ -38,14 +38,17 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):
     `before_rebalance()` is called first on every revocation and assignment: it returns once no
     batch is being applied (the consumer loop may apply one while it polls the next), so that
     partitions are given up only after their state is committed, and positioned at offsets the
-    store holds once nothing can move them any more."""
+    store holds once nothing can move them any more; `after_assignment()` once they are positioned.
+    (kafka-python 3 runs these on its IO thread, while the consumer loop may go on.)"""
 
     def __init__(self, consumer: KafkaConsumer, store: StateStore, health: StoreHealth,
-                 before_rebalance: Callable[[], None] | None = None) -> None:
+                 before_rebalance: Callable[[], None] | None = None,
+                 after_assignment: Callable[[], None] | None = None) -> None:
         self.consumer = consumer
         self.store = store
         self.health = health
         self.before_rebalance = before_rebalance or (lambda: None)
+        self.after_assignment = after_assignment or (lambda: None)
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.before_rebalance()
@@ -53,6 +56,12 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.before_rebalance()
+        try:
+            self._position(assigned)
+        finally:
+            self.after_assignment()
+
+    def _position(self, assigned: list[TopicPartition]) -> None:
         # While the store is away its offsets are unknown: the partitions stay paused (the
         # consumer keeps its place in the group) and are positioned when the store is back.
         if not self.health.up:
@@ -88,6 +97,7 @@ class GroupReader:
     def __init__(self, settings: kafka.KafkaSettings, config: ConsumerConfig, store: StateStore,
                  health: StoreHealth, *, client_id: str, poll_timeout_ms: int,
                  alive: Callable[[], None], before_rebalance: Callable[[], None] | None = None,
+                 after_assignment: Callable[[], None] | None = None,
                  kafka_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.config = config
@@ -100,7 +110,7 @@ class GroupReader:
             group_instance_id=config.group_instance_id or None,
             client_id=client_id, auto_offset_reset="earliest", max_poll_records=config.batch_size,
             **{**FETCH_OPTIONS, **(kafka_options or {})})
-        self.listener = SeekToStoredOffsets(self.consumer, store, health, before_rebalance)
+        self.listener = SeekToStoredOffsets(self.consumer, store, health, before_rebalance, after_assignment)
         self._last_commit = time.monotonic()
         self._present: dict[str, bool] = {}
 

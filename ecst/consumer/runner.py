@@ -165,6 +165,13 @@ class Consumer:
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: InFlight | None = None
         self._settled = threading.Condition()  # notified when an apply in flight ends
+        # kafka-python runs the rebalance listener on its own IO thread, and a poll of the loop may
+        # return while a rebalance is under way: the gate orders "a rebalance begins" against "a
+        # batch is handed to the worker", so that either the listener waits for that batch or the
+        # loop drops it.
+        self._gate = threading.Lock()
+        self._rebalances = 0  # rebalance callbacks begun
+        self._rebalancing = False  # between a revocation and the end of the next assignment
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, *, until_caught_up: bool = False, until_ready: bool = False,
@@ -177,7 +184,8 @@ class Consumer:
         stop = stop or threading.Event()
         group = GroupReader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
                             poll_timeout_ms=self.poll_timeout_ms, alive=self._alive,
-                            before_rebalance=self._wait_for_apply, kafka_options=self.kafka_options)
+                            before_rebalance=self._wait_for_apply, after_assignment=self._assigned,
+                            kafka_options=self.kafka_options)
         self.metrics.set("ecst_kafka_up", 1.0)
         if self.overlap:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecst-apply")
@@ -223,6 +231,8 @@ class Consumer:
         """One turn of the loop: poll (and decode) a batch, finish the batch in flight, bookkeeping
         over the state it left, then apply the new batch (serial: before the bookkeeping;
         `overlap`: hand it to the worker thread). True when the run is done."""
+        with self._gate:
+            seen = self._rebalances
         try:
             # With a batch in flight the poll waits briefly: when nothing new comes, that batch is
             # finished (Kafka commit, readiness) without waiting for the whole poll timeout.
@@ -234,7 +244,7 @@ class Consumer:
             self._settle(group, on_batch)  # an error of the batch in flight is raised instead
             raise
         if batch is not None and not self.overlap:
-            self._submit(batch)  # applied now, on this thread
+            self._hand_over(group, batch, seen)  # applied now, on this thread
         try:
             settled = self._settle(group, on_batch)
         except StaleStateError:  # a rebuild was swapped in: its offsets rule now
@@ -262,8 +272,21 @@ class Consumer:
                 or (until is not None and until())):
             return True  # a batch read meanwhile is dropped: the stored offsets rule
         if batch is not None and self.overlap:
-            self._submit(batch)
+            self._hand_over(group, batch, seen)
         return False
+
+    def _hand_over(self, group: GroupReader, batch: Batch, seen: int) -> None:
+        """Submit `batch`, unless a rebalance began since the poll that read it (`seen` counts the
+        listener's calls before that poll): then it is dropped and read again from the stored
+        offsets, since the assignment may have positioned the partitions behind it."""
+        with self._gate:
+            moved = self._rebalances != seen or self._rebalancing
+            if not moved:
+                self._submit(batch)
+        if moved:
+            log.info("a rebalance came while a batch was read: reading it again from the stored offsets")
+            if not self._rebalancing:  # else the assignment to come positions every partition
+                group.reposition()
 
     # -- the batch in flight --------------------------------------------------------------
     def _prepare(self, group: GroupReader, messages: list) -> Batch:
@@ -300,12 +323,21 @@ class Consumer:
         """Block until the batch in flight (if any) is applied or failed, without taking its
         outcome: a rebalance calls this (on kafka-python's thread, inside the loop's poll) before
         partitions are given up or positioned at the offsets the store holds."""
-        inflight = self._inflight
+        with self._gate:
+            self._rebalances += 1
+            self._rebalancing = True
+            inflight = self._inflight
         if inflight is None or inflight.outcome.done():
             return
         log.info("rebalance: waiting for the batch being applied")
         with self._settled:
             self._settled.wait_for(inflight.outcome.done)
+
+    def _assigned(self) -> None:
+        """The listener positioned the assigned partitions: the rebalance is over."""
+        with self._gate:
+            self._rebalances += 1
+            self._rebalancing = False
 
     def _settle(self, group: GroupReader,
                 on_batch: Callable[[ApplyStats], None] | None) -> Batch | None:

@@ -67,6 +67,7 @@ class Kafka(FakeConsumer):
         self.seeks: list[int] = []
         self.ahead: list[str] = []  # every commit that was ahead of the state
         self.on_poll = None  # called with the poll's number, before it reads
+        self.after_poll = None  # called with the poll's number, after it read
 
     def poll(self, timeout_ms=0, max_records=None):
         self.polls += 1
@@ -74,7 +75,10 @@ class Kafka(FakeConsumer):
             self.polled_while_applying += 1
         if self.on_poll is not None:
             self.on_poll(self.polls)
-        return super().poll(timeout_ms, max_records)
+        polled = super().poll(timeout_ms, max_records)
+        if self.after_poll is not None:
+            self.after_poll(self.polls)
+        return polled
 
     def seek(self, tp, offset):
         self.seeks.append(offset)
@@ -156,6 +160,24 @@ def test_a_rebalance_waits_for_the_batch_in_flight_before_positioning_at_the_sto
     assert during == [False, False]
     assert fake.seeks[-1] == 6  # the offsets stored by the batch that was in flight
     assert watched.attempts == [3, 6, 9, 12]  # nothing read or applied twice
+    assert store.count("users") == 12 and store.stored_offsets() == {KEY: 12} and fake.ahead == []
+
+
+def test_a_batch_read_across_a_rebalance_is_read_again_from_the_stored_offsets(store, setup, overlap):
+    """kafka-python runs the listener on its own thread: a rebalance may begin and end after a
+    poll read its records and before the loop hands them over. The assignment then positioned
+    the partitions behind them (at the offsets the batch in flight stored), so the loop drops
+    them and reads on from the stored offsets: nothing is applied twice."""
+    fake, watched = setup(creates(12))
+
+    def rebalance(n):
+        if n == 3:  # read 6-8 while 3-5 was in flight (overlap); then the whole rebalance
+            fake.listener.on_partitions_revoked([fake.tp])
+            fake.listener.on_partitions_assigned([fake.tp])  # positions at 6 again
+
+    fake.after_poll = rebalance
+    consumer(store, overlap).run(until_caught_up=True)
+    assert watched.attempts == [3, 6, 9, 12]
     assert store.count("users") == 12 and store.stored_offsets() == {KEY: 12} and fake.ahead == []
 
 
