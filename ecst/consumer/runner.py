@@ -252,6 +252,11 @@ class Consumer:
             self.store.refresh()
             group.reposition()  # the batch polled meanwhile (if any) is read again
             return False
+        if self.overlap and batch is not None and settled is None:
+            # Nothing was applied since the last turn's bookkeeping, which still holds: hand the
+            # batch over at once (on a quiet stream, a change waits for no bookkeeping).
+            self._hand_over(group, batch, seen)
+            return False
         self._complete_snapshots()  # also after a crash between the two commits
         # Progress counts the positions as they were once the batch just applied was read (a
         # partition's position passes what only Kafka holds, such as transaction markers); a
