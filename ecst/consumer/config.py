@@ -18,6 +18,7 @@
           full_name: name
     dead_letter_topic: ecst.dlq.users-service
     readiness: snapshot             # snapshot | caught-up | always
+    overlap: auto                   # poll the next batch while one is applied: auto = PostgreSQL only
     http: {host: 127.0.0.1, port: 8080}
 
 `${VAR}` / `${VAR:-default}` are read from the environment. Every key is checked when the file
@@ -90,6 +91,9 @@ class ConsumerConfig:
     readiness: str = "snapshot"
     http_host: str = "127.0.0.1"
     http_port: int | None = None
+    # Poll and decode the next batch while this one is applied (docs/consumer.md, "Overlapped
+    # stages"); False: one stage after the other; None (`auto`): overlap for a PostgreSQL state only.
+    overlap: bool | None = None
 
     def mapping(self, topic: str) -> TopicMapping:
         for m in self.topics:
@@ -160,7 +164,7 @@ def _is_int(value: Any) -> bool:
 
 
 _TOP = {"kafka", "state", "topics", "dead_letter_topic", "fail_fast", "batch_size",
-        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http"}
+        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http", "overlap"}
 
 
 def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -238,6 +242,11 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     if out.get("readiness", "snapshot") not in READINESS:
         raise ConfigError(f"{where}: readiness: expected one of {', '.join(READINESS)}, "
                           f"got {out['readiness']!r}")
+    if "overlap" in doc:
+        value = _expect(f"{where}: overlap", doc["overlap"], (bool, str), "true, false or auto")
+        if value not in (True, False, "auto"):
+            raise ConfigError(f"{where}: overlap: expected true, false or auto, got {value!r}")
+        out["overlap"] = None if value == "auto" else value
     if "batch_size" in doc:
         out["batch_size"] = check_batch_size(doc["batch_size"], f"{where}: batch_size")
     if "tombstone_retention_hours" in doc:

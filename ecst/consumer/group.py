@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -24,21 +25,43 @@ from ecst.exceptions import StackError, StateStoreUnavailableError
 log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 MEMBERSHIP_CHECK_S = 10.0  # an idle static member commits this often, to learn it was fenced
+# kafka-python's fetch options the consumer sets over its defaults (docs/benchmarks.md, "Overlapped stages
+# and Kafka fetch options"): up to 4 MiB per partition and fetch, so that one fetch fills a batch of
+# 2,000 records of 2.4 kB (kafka-python's 1 MiB holds about 430); fetch_min_bytes stays 1, so a record
+# is returned as soon as it is there (low latency), and fetch_max_bytes (50 MiB) caps a fetch's memory.
+FETCH_OPTIONS: dict[str, Any] = {"max_partition_fetch_bytes": 4 * 1024 * 1024}
 
 
 class SeekToStoredOffsets(ConsumerRebalanceListener):
-    """On assignment, position every partition at the offset the state store holds."""
+    """On assignment, position every partition at the offset the state store holds.
 
-    def __init__(self, consumer: KafkaConsumer, store: StateStore, health: StoreHealth) -> None:
+    `before_rebalance()` is called first on every revocation and assignment: it returns once no
+    batch is being applied (the consumer loop may apply one while it polls the next), so that
+    partitions are given up only after their state is committed, and positioned at offsets the
+    store holds once nothing can move them any more; `after_assignment()` once they are positioned.
+    (kafka-python 3 runs these on its IO thread, while the consumer loop may go on.)"""
+
+    def __init__(self, consumer: KafkaConsumer, store: StateStore, health: StoreHealth,
+                 before_rebalance: Callable[[], None] | None = None,
+                 after_assignment: Callable[[], None] | None = None) -> None:
         self.consumer = consumer
         self.store = store
         self.health = health
+        self.before_rebalance = before_rebalance or (lambda: None)
+        self.after_assignment = after_assignment or (lambda: None)
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Batches are applied between polls, so nothing is in flight when this runs.
+        self.before_rebalance()
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.before_rebalance()
+        try:
+            self._position(assigned)
+        finally:
+            self.after_assignment()
+
+    def _position(self, assigned: list[TopicPartition]) -> None:
         # While the store is away its offsets are unknown: the partitions stay paused (the
         # consumer keeps its place in the group) and are positioned when the store is back.
         if not self.health.up:
@@ -73,7 +96,9 @@ class GroupReader:
 
     def __init__(self, settings: kafka.KafkaSettings, config: ConsumerConfig, store: StateStore,
                  health: StoreHealth, *, client_id: str, poll_timeout_ms: int,
-                 alive: Callable[[], None]) -> None:
+                 alive: Callable[[], None], before_rebalance: Callable[[], None] | None = None,
+                 after_assignment: Callable[[], None] | None = None,
+                 kafka_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.config = config
         self.topics = [m.topic for m in config.topics]
@@ -83,8 +108,9 @@ class GroupReader:
             settings, group_id=config.group_id,
             # static membership: a restarted member takes its partitions back at once
             group_instance_id=config.group_instance_id or None,
-            client_id=client_id, auto_offset_reset="earliest", max_poll_records=config.batch_size)
-        self.listener = SeekToStoredOffsets(self.consumer, store, health)
+            client_id=client_id, auto_offset_reset="earliest", max_poll_records=config.batch_size,
+            **{**FETCH_OPTIONS, **(kafka_options or {})})
+        self.listener = SeekToStoredOffsets(self.consumer, store, health, before_rebalance, after_assignment)
         self._last_commit = time.monotonic()
         self._present: dict[str, bool] = {}
 
@@ -117,9 +143,11 @@ class GroupReader:
         self.consumer.subscribe(self.topics, listener=self.listener)
 
     # -- the loop's calls ---------------------------------------------------------------
-    def poll(self) -> list:
-        """The next batch of messages, in partition order."""
-        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.config.batch_size)
+    def poll(self, timeout_ms: int | None = None) -> list:
+        """The next batch of messages, in partition order; waits at most `timeout_ms` (default:
+        the reader's poll timeout) when none has arrived."""
+        wait = self.poll_timeout_ms if timeout_ms is None else min(timeout_ms, self.poll_timeout_ms)
+        polled = self.consumer.poll(timeout_ms=wait, max_records=self.config.batch_size)
         return [m for messages in polled.values() for m in messages]
 
     def reposition(self, stored: Offsets | None = None) -> None:
@@ -130,24 +158,30 @@ class GroupReader:
         tps = [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))]
         return {tp.partition: o for tp, o in self.consumer.end_offsets(tps).items()}
 
-    def progress(self, stored: Offsets) -> Offsets:
-        """Per partition, the larger of its stored offset and its position (if assigned)."""
-        out = dict(stored)
+    def positions(self) -> Offsets:
+        """The position of every assigned partition (the next offset a poll reads)."""
+        out: Offsets = {}
         for tp in self.consumer.assignment():
             try:
-                position = self.consumer.position(tp, timeout_ms=5000) or 0
+                position = self.consumer.position(tp, timeout_ms=5000)
             except KafkaError:
                 continue
-            key = (tp.topic, tp.partition)
-            out[key] = max(out.get(key, 0), position)
+            if position is not None:
+                out[(tp.topic, tp.partition)] = position
         return out
 
     def commit(self, next_offsets: Offsets) -> None:
-        """Commit to Kafka, for lag tools; a failure is only logged (the state is committed)."""
+        """Commit to Kafka, for lag tools, the offsets of partitions still assigned (a batch
+        finished after a rebalance leaves the others to their new owner); a failure is only
+        logged (the state is committed)."""
         self._last_commit = time.monotonic()
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                   for (t, p), o in next_offsets.items() if (t, p) in assigned}
+        if not offsets:
+            return
         try:
-            self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                  for (t, p), o in next_offsets.items()})
+            self.consumer.commit(offsets)
         except FencedInstanceIdError:
             raise  # another process took this one's group instance id: the loop says so
         except KafkaError as exc:

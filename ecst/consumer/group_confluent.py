@@ -89,7 +89,12 @@ class ConfluentGroupReader:
 
     def __init__(self, settings: kafka.KafkaSettings, config: ConsumerConfig, store: StateStore,
                  health: StoreHealth, *, client_id: str, poll_timeout_ms: int,
-                 alive: Callable[[], None]) -> None:
+                 alive: Callable[[], None], before_rebalance: Callable[[], None] | None = None,
+                 after_assignment: Callable[[], None] | None = None,
+                 kafka_options: dict[str, Any] | None = None) -> None:
+        """`before_rebalance` and `after_assignment` as for `GroupReader` (librdkafka calls the
+        rebalance callbacks inside the loop's poll, on its thread); `kafka_options` are
+        kafka-python's, so they do not apply here."""
         if ck is None:
             raise ConfigError(kafka.CONFLUENT_MISSING)
         self.settings = settings
@@ -100,6 +105,8 @@ class ConfluentGroupReader:
         self.poll_timeout_ms = poll_timeout_ms
         self.alive = alive
         self._present: dict[str, bool] = {}
+        self.before_rebalance = before_rebalance or (lambda: None)
+        self.after_assignment = after_assignment or (lambda: None)
         try:
             self.consumer = ck.Consumer(reader_options(settings, config, client_id), logger=log)
         except ck.KafkaException as exc:
@@ -115,6 +122,13 @@ class ConfluentGroupReader:
 
     # -- assignment -----------------------------------------------------------------------
     def _on_assign(self, consumer: Any, assigned: list[Any]) -> None:
+        self.before_rebalance()
+        try:
+            self._position(consumer, assigned)
+        finally:
+            self.after_assignment()
+
+    def _position(self, consumer: Any, assigned: list[Any]) -> None:
         parts = [(tp.topic, tp.partition) for tp in assigned]
         # While the store is away its offsets are unknown: the partitions stay paused (the
         # consumer keeps its place in the group) and are positioned when the store is back.
@@ -128,7 +142,7 @@ class ConfluentGroupReader:
         consumer.pause(assigned)
 
     def _on_revoke(self, consumer: Any, revoked: list[Any]) -> None:
-        # Batches are applied between polls, so nothing is in flight when this runs.
+        self.before_rebalance()  # the batch in flight commits its state before the partitions go
         log.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
         consumer.unassign()
 
@@ -186,11 +200,13 @@ class ConfluentGroupReader:
                                 on_lost=self._on_revoke)
 
     # -- the loop's calls ---------------------------------------------------------------
-    def poll(self) -> list[Record]:
-        """The next batch of records (in offset order within each partition)."""
+    def poll(self, timeout_ms: int | None = None) -> list[Record]:
+        """The next batch of records (in offset order within each partition); waits at most
+        `timeout_ms` (default: the reader's poll timeout) when none has arrived."""
+        wait = self.poll_timeout_ms if timeout_ms is None else min(timeout_ms, self.poll_timeout_ms)
         try:
             messages: list[Any] = self.consumer.consume(num_messages=self.config.batch_size,
-                                             timeout=self.poll_timeout_ms / 1000)
+                                                        timeout=wait / 1000)
         except ck.KafkaException as exc:
             raise self._error(exc, "read from") from exc
         out = []
@@ -223,12 +239,9 @@ class ConfluentGroupReader:
         except ck.KafkaException:
             return {}
 
-    def progress(self, stored: Offsets) -> Offsets:
-        """Per partition, the larger of its stored offset and its position (if assigned)."""
-        out = dict(stored)
-        for key, position in self._positions().items():
-            out[key] = max(out.get(key, 0), position)
-        return out
+    def positions(self) -> Offsets:
+        """The position of every assigned partition (the next offset a poll reads)."""
+        return self._positions()
 
     def commit(self, next_offsets: Offsets) -> None:
         """Commit to Kafka, for lag tools; a failure is only logged (the state is committed)."""

@@ -8,6 +8,17 @@ offsets stored there (the beginning of the topic if none), so a crash between th
 and the Kafka commit loses nothing and applies nothing twice in effect. Kafka offsets are
 committed too, after the state, only so that lag tools see progress.
 
+With `overlap` (the default for a PostgreSQL state) the stages overlap: while one worker thread
+applies batch N (waiting for the database releases the GIL), the loop polls and decodes batch N+1. At
+most one batch is in flight, and kafka-python is only ever called from the loop's thread (and its
+own IO thread, for the rebalance listener). Before batch N+1 is handed over, the loop waits for
+N and handles its outcome exactly as the serial loop does: the Kafka commit of N's offsets
+(after N's state commit), dead-letter counts, readiness and snapshot bookkeeping over the state N
+left. When N failed (the store went away, a rebuild was swapped in, a rejected batch with
+`fail_fast`), the polled batch N+1 is dropped unapplied and the loop re-positions at the offsets
+the store holds, as the serial loop does. A rebalance waits for the batch in flight before the
+partitions are given up or positioned, and the run's end waits for it too.
+
 A record that cannot be decoded, or that the database rejects, goes to the dead-letter topic
 before the offsets that pass it are committed; with `fail_fast`, or without a dead-letter topic,
 the consumer stops instead and the state stays at the last good batch.
@@ -19,7 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka.errors import FencedInstanceIdError, KafkaError
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +54,7 @@ from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
 
 log = logging.getLogger(__name__)
+INFLIGHT_POLL_MS = 50  # the longest a poll waits for records while a batch is being applied
 
 
 @dataclass
@@ -80,6 +94,25 @@ class RunStats:
             metrics.inc("ecst_events_applied_total", n, op=op, table=table)
 
 
+@dataclass
+class Batch:
+    """One polled batch, decoded, with what the loop's thread read for it from Kafka (the worker
+    thread that applies it never calls kafka-python)."""
+
+    items: list[Decoded]
+    offsets: Offsets  # the next offset of each partition once the batch is applied
+    positions: Offsets  # each assigned partition's position right after the poll that read it
+    ends: dict[str, dict[int, int]]  # end offsets of the topics whose snapshot markers it holds
+
+
+@dataclass
+class InFlight:
+    """The batch being applied (at most one) and the outcome of its apply."""
+
+    batch: Batch
+    outcome: Future[tuple[ApplyStats, float]]  # the apply's stats and how long it took (s)
+
+
 class Consumer:
     """Applies Debezium change topics to a `StateStore`."""
 
@@ -98,6 +131,8 @@ class Consumer:
         policy: RebuildPolicy | None = None,
         mappings_checked: bool = False,
         health: StoreHealth | None = None,
+        overlap: bool | None = None,
+        kafka_options: dict[str, Any] | None = None,
     ) -> None:
         config = config or ConsumerConfig()
         if topics:
@@ -122,6 +157,23 @@ class Consumer:
         self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._cold: list[str] = []  # topics started without stored offsets, not decided yet
         self.chores = Chores(store, self.metrics, self.topics, self.config.tombstone_retention_hours)
+        # Poll and decode the next batch while this one is applied (see the module's docstring). By
+        # default only for PostgreSQL: its apply waits for the server, while SQLite's executemany takes
+        # and releases the GIL for every row, so overlapped it crawls while the loop decodes (measured:
+        # docs/benchmarks.md).
+        overlap = self.config.overlap if overlap is None else overlap
+        self.overlap = store.dialect == "postgresql" if overlap is None else overlap
+        self.kafka_options = kafka_options  # kafka-python consumer options over group.FETCH_OPTIONS
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: InFlight | None = None
+        self._settled = threading.Condition()  # notified when an apply in flight ends
+        # kafka-python runs the rebalance listener on its own IO thread, and a poll of the loop may
+        # return while a rebalance is under way: the gate orders "a rebalance begins" against "a
+        # batch is handed to the worker", so that either the listener waits for that batch or the
+        # loop drops it.
+        self._gate = threading.Lock()
+        self._rebalances = 0  # rebalance callbacks begun
+        self._rebalancing = False  # between a revocation and the end of the next assignment
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, *, until_caught_up: bool = False, until_ready: bool = False,
@@ -133,8 +185,12 @@ class Consumer:
         policy's `until()` returns True."""
         stop = stop or threading.Event()
         group = open_reader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
-                            poll_timeout_ms=self.poll_timeout_ms, alive=self._alive)
+                            poll_timeout_ms=self.poll_timeout_ms, alive=self._alive,
+                            before_rebalance=self._wait_for_apply, after_assignment=self._assigned,
+                            kafka_options=self.kafka_options)
         self.metrics.set("ecst_kafka_up", 1.0)
+        if self.overlap:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecst-apply")
         try:
             partitions = group.wait_for_topics(topic_timeout_s)
             if not self.mappings_checked:
@@ -160,46 +216,180 @@ class Consumer:
                     if not exc.retriable:
                         raise
                     self._wait_out_kafka(group, stop, exc)
+            self._settle(group, on_batch)  # stopped: the batch in flight is finished first
         except FencedInstanceIdError as exc:
             raise ConfigError(
                 f"another consumer joined group {self.config.group_id!r} with this one's group instance "
                 f"id {self.config.group_instance_id!r}, so Kafka fenced this one: give each process its own "
                 "(--group-instance-id, kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)") from exc
         finally:
+            self._drain(group)
             group.close()
             self.dead_letters.close()
         return self.stats
 
     def _turn(self, group: Reader, targets: Offsets, beginnings: Offsets, until_caught_up: bool,
               until_ready: bool, on_batch: Callable[[ApplyStats], None] | None) -> bool:
-        """One turn of the loop: poll, apply, bookkeeping. True when the run is done."""
-        messages = group.poll()
-        if not self.health.up:  # the store went away during a rebalance (the listener saw it)
-            raise StateStoreUnavailableError(self.health.error)
-        if messages:
-            try:
-                batch_stats = self._apply(group, [self.decoder(m) for m in messages])
-            except StaleStateError:  # a rebuild was swapped in: its offsets rule now
-                log.warning("the state was replaced by a rebuild: re-reading its offsets")
-                self.store.refresh()
-                group.reposition()
-                return False
-            if on_batch is not None:
-                on_batch(batch_stats)
+        """One turn of the loop: poll (and decode) a batch, finish the batch in flight, bookkeeping
+        over the state it left, then apply the new batch (serial: before the bookkeeping;
+        `overlap`: hand it to the worker thread). True when the run is done."""
+        with self._gate:
+            seen = self._rebalances
+        try:
+            # With a batch in flight the poll waits briefly: when nothing new comes, that batch is
+            # finished (Kafka commit, readiness) without waiting for the whole poll timeout.
+            messages = group.poll(INFLIGHT_POLL_MS if self._inflight is not None else None)
+            if not self.health.up:  # the store went away during a rebalance (the listener saw it)
+                raise StateStoreUnavailableError(self.health.error)
+            batch = self._prepare(group, messages) if messages else None
+        except BaseException:
+            self._settle(group, on_batch)  # an error of the batch in flight is raised instead
+            raise
+        if batch is not None and not self.overlap:
+            self._hand_over(group, batch, seen)  # applied now, on this thread
+        try:
+            settled = self._settle(group, on_batch)
+        except StaleStateError:  # a rebuild was swapped in: its offsets rule now
+            log.warning("the state was replaced by a rebuild: re-reading its offsets")
+            self.store.refresh()
+            group.reposition()  # the batch polled meanwhile (if any) is read again
+            return False
+        if self.overlap and batch is not None and settled is None:
+            # Nothing was applied since the last turn's bookkeeping, which still holds: hand the
+            # batch over at once (on a quiet stream, a change waits for no bookkeeping).
+            self._hand_over(group, batch, seen)
+            return False
         self._complete_snapshots()  # also after a crash between the two commits
-        caught_up = readiness.caught_up(targets, beginnings, group.progress(self.store.stored_offsets()))
+        # Progress counts the positions as they were once the batch just applied was read (a
+        # partition's position passes what only Kafka holds, such as transaction markers); a
+        # batch read but not applied yet does not count.
+        if batch is None:
+            positions = group.positions()
+        else:
+            positions = settled.positions if settled is not None else {}
+        caught_up = readiness.caught_up(targets, beginnings, progress(self.store.stored_offsets(), positions))
         self._caught_up_once = self._caught_up_once or caught_up
         if caught_up and self._cold:
             self._complete_cold_start()
         self.chores.after_turn(group, self.snapshots, self.ready())
-        group.confirm_membership()
+        if batch is None:  # nothing read ahead of the state: positions may be committed
+            group.confirm_membership()
         until = self.policy.until
-        return ((until_caught_up and caught_up) or (until_ready and self.snapshot_applied())
-                or (until is not None and until()))
+        if ((until_caught_up and caught_up) or (until_ready and self.snapshot_applied())
+                or (until is not None and until())):
+            return True  # a batch read meanwhile is dropped: the stored offsets rule
+        if batch is not None and self.overlap:
+            self._hand_over(group, batch, seen)
+        return False
+
+    def _hand_over(self, group: Reader, batch: Batch, seen: int) -> None:
+        """Submit `batch`, unless a rebalance began since the poll that read it (`seen` counts the
+        listener's calls before that poll): then it is dropped and read again from the stored
+        offsets, since the assignment may have positioned the partitions behind it."""
+        with self._gate:
+            moved = self._rebalances != seen or self._rebalancing
+            if not moved:
+                self._submit(batch)
+        if moved:
+            log.info("a rebalance came while a batch was read: reading it again from the stored offsets")
+            if not self._rebalancing:  # else the assignment to come positions every partition
+                group.reposition()
+
+    # -- the batch in flight --------------------------------------------------------------
+    def _prepare(self, group: Reader, messages: list) -> Batch:
+        """Decode a polled batch, and read from Kafka what its apply needs (on the loop's thread)."""
+        items = [self.decoder(m) for m in messages]
+        topics = sorted({d.event.topic for d in items if d.event is not None and d.event.snapshot in MARKERS})
+        ends = {t: group.end_offsets(t) for t in topics}
+        return Batch(items, _next_offsets(items), group.positions(), ends)
+
+    def _submit(self, batch: Batch) -> None:
+        """Apply `batch`: on the worker thread with `overlap` (at most one batch in flight),
+        else here and now. `_settle` takes its outcome."""
+        assert self._inflight is None, "one batch in flight at most"
+        if self._pool is None:
+            outcome: Future[tuple[ApplyStats, float]] = Future()
+            try:
+                outcome.set_result(self._timed_apply(batch))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+        else:
+            outcome = self._pool.submit(self._timed_apply, batch)
+            outcome.add_done_callback(self._notify)
+        self._inflight = InFlight(batch, outcome)
+
+    def _timed_apply(self, batch: Batch) -> tuple[ApplyStats, float]:
+        started = time.monotonic()
+        return self._apply(batch), time.monotonic() - started
+
+    def _notify(self, _outcome: Future[tuple[ApplyStats, float]]) -> None:
+        with self._settled:
+            self._settled.notify_all()
+
+    def _wait_for_apply(self) -> None:
+        """Block until the batch in flight (if any) is applied or failed, without taking its
+        outcome: a rebalance calls this (on kafka-python's thread, inside the loop's poll) before
+        partitions are given up or positioned at the offsets the store holds."""
+        with self._gate:
+            self._rebalances += 1
+            self._rebalancing = True
+            inflight = self._inflight
+        if inflight is None or inflight.outcome.done():
+            return
+        log.info("rebalance: waiting for the batch being applied")
+        with self._settled:
+            self._settled.wait_for(inflight.outcome.done)
+
+    def _assigned(self) -> None:
+        """The listener positioned the assigned partitions: the rebalance is over."""
+        with self._gate:
+            self._rebalances += 1
+            self._rebalancing = False
+
+    def _settle(self, group: Reader,
+                on_batch: Callable[[ApplyStats], None] | None) -> Batch | None:
+        """Wait for the batch in flight and finish it: once its state is committed, commit its
+        offsets to Kafka (for lag tools), count it, call `on_batch`. Its error is raised here,
+        on the loop's thread (the state is unchanged by it). Returns the batch, or None."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return None
+        stats, took = inflight.outcome.result()  # raises the apply's error
+        batch = inflight.batch
+        self.metrics.observe_batch(took)
+        group.commit(batch.offsets)
+        items = batch.items
+        bad = sum(1 for d in items if d.error)
+        ignored = sum(1 for d in items if d.event is None and not d.error)
+        self.stats.dead_lettered += bad
+        self.stats.count(items, stats, ignored, self.metrics)
+        newest = max((d.event.ts_ms for d in items if d.event and d.event.ts_ms), default=None)
+        if newest:
+            self.metrics.set("ecst_replication_delay_seconds", max(0.0, time.time() - newest / 1000))
+        log.info("applied batch of %d records (%s, %d ignored, %d stale, %d dead-lettered) in %.0f ms",
+                 len(items), " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
+                 ignored, stats.stale, bad, took * 1000)
+        if on_batch is not None:
+            on_batch(stats)
+        return batch
+
+    def _drain(self, group: Reader) -> None:
+        """At the run's end: a batch still in flight (an error left the loop) is waited for and,
+        if it was applied, finished; its own error is only logged. Then the worker stops."""
+        if self._inflight is not None:
+            try:
+                self._settle(group, None)
+            except Exception as exc:  # noqa: BLE001 - another error is on its way out already
+                log.warning("the batch in flight at the end of the run was not applied: %s", exc)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- applying a batch -----------------------------------------------------------------
-    def _apply(self, group: Reader, items: list[Decoded]) -> ApplyStats:
-        started = time.monotonic()
+    def _apply(self, batch: Batch) -> ApplyStats:
+        """Apply one batch with its offsets in one transaction (dead-lettering first what must be);
+        on the worker thread with `overlap`. It calls no kafka-python consumer method."""
+        items = batch.items
         bad = [d for d in items if d.error]
         if bad and self._stop_on_error():
             raise EventError(f"{where(bad[0].record)}: {bad[0].error}; the state is unchanged from the "
@@ -208,7 +398,7 @@ class Consumer:
         try:
             if bad:
                 self.dead_letters.send([(d.record, d.error or "") for d in bad], stage="decode")
-            stats = self._apply_items(group, items, good)
+            return self._apply_items(batch, batch.offsets, good)
         except StateStoreError:
             raise  # the database itself is unavailable or unusable: nothing to dead-letter
         except (SQLAlchemyError, OverflowError) as exc:  # SQLite's driver: an integer beyond 64 bits
@@ -216,46 +406,32 @@ class Consumer:
                 raise EventError(f"batch rejected by the state store: {exc}; the state is "
                                  "unchanged from the last good batch") from exc
             log.warning("batch rejected by the state store (%s): applying record by record", exc)
-            stats = self._apply_one_by_one(group, items)
-        took = time.monotonic() - started
-        self.metrics.observe_batch(took)
-        group.commit(_next_offsets(items))
-        ignored = sum(1 for d in items if d.event is None and not d.error)
-        self.stats.dead_lettered += len(bad)
-        self.stats.count(items, stats, ignored, self.metrics)
-        newest = max((d.event.ts_ms for d in good if d.event and d.event.ts_ms), default=None)
-        if newest:
-            self.metrics.set("ecst_replication_delay_seconds", max(0.0, time.time() - newest / 1000))
-        log.info("applied batch of %d records (%s, %d ignored, %d stale, %d dead-lettered) in %.0f ms",
-                 len(items), " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
-                 ignored, stats.stale, len(bad), took * 1000)
-        return stats
+            return self._apply_one_by_one(batch)
 
-    def _apply_items(self, group: Reader, items: list[Decoded], good: list[Decoded]) -> ApplyStats:
+    def _apply_items(self, batch: Batch, offsets: Offsets, good: list[Decoded]) -> ApplyStats:
         events = [d.event for d in good if d.event is not None]
         self._streamed.update(e.topic for e in events if e.snapshot is None)
         snapshots: dict[str, SnapshotState] = {}
         if any(e.snapshot in MARKERS for e in events):
-            snapshots = snapshot_transitions(events, self.store.snapshot_states(), group.end_offsets)
+            snapshots = snapshot_transitions(events, self.store.snapshot_states(), batch.ends.__getitem__)
         # An outage raises StateStoreUnavailableError: the loop waits it out and reads this batch
         # again; any other database error rejects the batch.
-        return self.store.apply(events, _next_offsets(items), snapshots)
+        return self.store.apply(events, offsets, snapshots)
 
-    def _apply_one_by_one(self, group: Reader, items: list[Decoded]) -> ApplyStats:
+    def _apply_one_by_one(self, batch: Batch) -> ApplyStats:
         """Slow path after a rejected batch: each record alone; the rejected ones are
-        dead-lettered before the offset that passes them is stored."""
+        dead-lettered before the offset that passes them is stored (`_settle` counts them)."""
         total = ApplyStats()
-        for d in items:
+        for d in batch.items:
             offsets = _next_offsets([d])
             if d.error or d.event is None:
                 self.store.apply([], offsets)  # already dead-lettered, or no change
                 continue
             try:
-                total.merge(self._apply_items(group, [d], [d]))
+                total.merge(self._apply_items(batch, offsets, [d]))
             except (SQLAlchemyError, OverflowError) as exc:
                 d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
                 self.dead_letters.send([(d.record, d.error)], stage="apply")
-                self.stats.dead_lettered += 1
                 self.store.apply([], offsets)
         return total
 
@@ -338,6 +514,14 @@ class Consumer:
     def observe_rebuild(self) -> None:
         """Export the progress of a rebuild of this state as gauges (see `Chores`)."""
         self.chores.observe_rebuild()
+
+
+def progress(stored: Offsets, positions: Offsets) -> Offsets:
+    """Per partition, the larger of its stored offset and its position."""
+    out = dict(stored)
+    for key, position in positions.items():
+        out[key] = max(out.get(key, 0), position)
+    return out
 
 
 def _next_offsets(items: list[Decoded]) -> Offsets:

@@ -89,3 +89,14 @@ def test_the_connect_worker_has_the_single_worker_settings_of_the_local_stack():
     env = SERVICES["connect"]["environment"]
     for key, value in SINGLE_WORKER.items():
         assert env["CONNECT_" + key.upper().replace(".", "_")] == str(value), key
+
+
+def test_the_connect_worker_lets_connectors_override_their_producer_settings_like_the_local_stack():
+    """connectors/users.yaml sets producer.override.linger.ms: both workers must allow it."""
+    import inspect
+
+    from ecst.stack import kafka
+
+    assert any(k.startswith("producer.override.") for k in USERS.config)
+    assert SERVICES["connect"]["environment"]["CONNECT_CONNECTOR_CLIENT_CONFIG_OVERRIDE_POLICY"] == "All"
+    assert '"connector.client.config.override.policy": "All"' in inspect.getsource(kafka.ConnectWorker)

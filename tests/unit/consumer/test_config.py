@@ -88,3 +88,19 @@ def test_a_config_built_in_python_is_checked_too():
         check_config(ConsumerConfig(batch_size=0))
     with pytest.raises(ConfigError, match="^http.port: 70000 is not a TCP port"):
         check_config(ConsumerConfig(http_port=70000))
+
+
+def test_overlap_is_true_false_or_auto_and_auto_overlaps_a_postgresql_state_only(store):
+    from ecst.consumer.runner import Consumer
+
+    for value, expected in ((True, True), (False, False), ("auto", None)):
+        assert parse_consumer_config({"overlap": value}, "svc.yaml", environ={}).overlap is expected
+    assert parse_consumer_config({}, "svc.yaml", environ={}).overlap is None
+    with pytest.raises(ConfigError, match=r"^svc.yaml: overlap: expected true, false or auto, got 'yes'"):
+        parse_consumer_config({"overlap": "yes"}, "svc.yaml", environ={})
+    sqlite = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1")
+    assert sqlite.overlap is False  # auto: SQLite's apply holds the GIL (docs/benchmarks.md)
+    on = ConsumerConfig(overlap=True)
+    assert Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", config=on).overlap
+    assert not Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", overlap=False,
+                        config=ConsumerConfig(overlap=True)).overlap

@@ -10,6 +10,18 @@ from tests.unit.consumer.envelopes import TOPIC, envelope, row
 from tests.unit.consumer.fakekafka import FakeConsumer, FakeProducer
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["overlap", "serial"])
+def overlap(request, monkeypatch):
+    """Every test runs with the stages overlapped (the default) and one after the other."""
+    init = Consumer.__init__
+
+    def with_overlap(self, *args, **kwargs):
+        init(self, *args, **{"overlap": request.param, **kwargs})
+
+    monkeypatch.setattr(Consumer, "__init__", with_overlap)
+    return request.param
+
+
 @pytest.fixture
 def kafka(monkeypatch):
     """Install a fake Kafka: `kafka(records)` returns the consumer the loop will read."""
