@@ -229,11 +229,14 @@ def test_commits_follow_the_state_and_a_failed_one_is_only_logged(fake, caplog):
         r.commit({("t", 0): 6})
 
 
-def test_progress_is_the_larger_of_stored_and_known_position(fake):
+def test_positions_are_the_known_positions_of_the_assigned_partitions(fake):
+    from ecst.consumer.runner import progress
+
     r = reader(Store({}))
     r.consumer.assign([ck.TopicPartition("t", 0), ck.TopicPartition("t", 1)])
-    assert r.progress({("t", 0): 3, ("t", 1): 4}) == {("t", 0): 7, ("t", 1): 4}
-    assert r.progress({("t", 0): 9}) == {("t", 0): 9}
+    assert r.positions() == {("t", 0): 7}  # t[1]'s position is not known yet
+    assert progress({("t", 0): 3, ("t", 1): 4}, r.positions()) == {("t", 0): 7, ("t", 1): 4}
+    assert progress({("t", 0): 9}, r.positions()) == {("t", 0): 9}
 
 
 def test_idle_paused_pauses_every_assigned_partition(fake):
