@@ -34,6 +34,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from psycopg import Binary
+from psycopg.types.json import Json
 from sqlalchemy import Table, and_, bindparam, delete, func
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
@@ -129,8 +131,8 @@ def _copy_kind(type_: sqltypes.TypeEngine[Any], dialect: Dialect) -> tuple[froze
         (sqltypes.Time, (dt.time,), "" if getattr(impl, "timezone", False) else _NAIVE),
         (sqltypes.Interval, (dt.timedelta,), ""),
         (postgresql.INTERVAL, (dt.timedelta,), ""),
-        (sqltypes.JSON, (str,), ""),  # its processor's JSON text
-        (sqltypes.LargeBinary, (bytes,), ""),
+        (sqltypes.JSON, (Json, str), ""),  # its processor's JSON document
+        (sqltypes.LargeBinary, (bytes, Binary), ""),  # its processor's psycopg Binary
         (sqltypes.String, (str,), ""),
     ]
     for kind, classes, zone in kinds:

@@ -174,11 +174,14 @@ def test_a_large_batch_is_copied_and_merged_through_the_guards(databases):
     stream = ([wide("u", i, 200 + i % 3 * 100, 400 + i,  # some older than the deletes, some newer
                     **{**FULL, "txt": UNCHANGED if i % 5 == 0 else f"new {i}"}) for i in range(200)]
               + [wide("r", i, 50, 700 + i, **FULL) for i in range(200, 260)])
+    replay = [wide("r", i, 100, 900 + i, **FULL) for i in range(150)]  # older than the state: stale
     copies = []
     outcomes = run_all(databases, [(load, {(TOPIC, 0): 200}, {}), (deletes, {(TOPIC, 0): 400}, {}),
-                                   (stream, {(TOPIC, 0): 800}, {})], copies=copies)
-    assert [kind for kind, _ in outcomes] == ["ok"] * 3
+                                   (stream, {(TOPIC, 0): 800}, {}), (replay, {(TOPIC, 0): 1050}, {})],
+                       copies=copies)
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4
     assert copies and all(copies)  # both PostgreSQL writers took the COPY path
+    assert outcomes[3][1] == ({("r", "wide"): 150 - 22}, 150)  # 22 stopped by tombstones, 128 by the guard
     assert outcomes[2][1][1] > 0  # stale: stopped by tombstones
 
 
