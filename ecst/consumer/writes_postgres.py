@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,11 +49,12 @@ from ecst.consumer.plan import TableChanges
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
-from ecst.consumer.types import UNCHANGED
+from ecst.consumer.types import UNCHANGED, ExactDecimal, UtcDateTime
 from ecst.consumer.writes import BatchWriter, Offsets, snapshot_targets
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
+_STAGE_KEY = "_ecst_stage_key"  # a staged row's key text (its tombstone's key)
 _STAGE_GROUP = "_ecst_stage_group"  # a staged row's set of unchanged columns, numbered
 COPY_MIN = 64  # upserts of one table from which COPY beats executemany (docs/benchmarks.md)
 
@@ -81,8 +83,25 @@ class _Compiled:
 
 
 def _processor(type_: sqltypes.TypeEngine[Any], dialect: Dialect) -> Bind | None:
-    """What SQLAlchemy does to a value bound to `type_` on `dialect` (None: nothing)."""
-    return type_.dialect_impl(dialect).bind_processor(dialect)
+    """What SQLAlchemy does to a value bound to `type_` on `dialect` (None: nothing); the values
+    its processor returns as they are pass without a call: a UTC datetime for UtcDateTime, a
+    Decimal for ExactDecimal."""
+    impl = type_.dialect_impl(dialect)
+    processor = impl.bind_processor(dialect)
+    if processor is None:
+        return None
+    kind: type | None = (dt.datetime if isinstance(impl, UtcDateTime)
+                         else decimal.Decimal if isinstance(impl, ExactDecimal) else None)
+    if kind is None:
+        return processor
+    slow = processor
+
+    def convert(value: Any) -> Any:
+        if value.__class__ is kind and (kind is decimal.Decimal or getattr(value, "tzinfo", None) is dt.UTC):
+            return value
+        return slow(value)
+
+    return convert
 
 
 def convert_columns(
@@ -168,6 +187,9 @@ class _TableStatements:
         self.names = [c.name for c in columns]
         self.key_cols = [c.name for c in table.primary_key.columns]
         self.order = [*self.names, POSITION]
+        getter = operator.itemgetter(*self.names)
+        self.values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            getter if len(self.names) > 1 else lambda row: (getter(row),))
         self._upserts: dict[frozenset[str], _Compiled] = {}
         self._merges: dict[frozenset[str], str] = {}
         where_key = and_(*[table.c[c] == bindparam(f"k_{c}") for c in self.key_cols])
@@ -175,15 +197,15 @@ class _TableStatements:
         self.delete_guarded = _Compiled(delete(table).where(where_key, table.c[POSITION] <= bindparam("pos")),
                                         positional, [*key_order, "pos"])
         self.delete_any = _Compiled(delete(table).where(where_key), positional, key_order)
-        # COPY staging: a temporary table shaped like the state table, plus the group number
+        # COPY staging: a temporary table shaped like the state table, plus key text and group
         shape = repr([(c.name, str(c.type.compile(dialect=dialect))) for c in table.columns])
         self.stage = q("ecst_stage_" + hashlib.sha1(f"{table.name}\0{shape}".encode()).hexdigest()[:20])
         self.make_stage = (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {self.qname}, "
-                           f"{q(_STAGE_GROUP)} integer) ON COMMIT DELETE ROWS")
-        cols = ", ".join(q(c) for c in [*self.order, _STAGE_GROUP])
+                           f"{q(_STAGE_KEY)} text, {q(_STAGE_GROUP)} integer) ON COMMIT DELETE ROWS")
+        cols = ", ".join(q(c) for c in [*self.order, _STAGE_KEY, _STAGE_GROUP])
         self.copy = f"COPY {self.stage} ({cols}) FROM STDIN"
         self.kinds = [_copy_kind(c.type, dialect) for c in [*columns, table.c[POSITION]]]
-        self.binds = [_processor(c.type, dialect) for c in columns] + [None]
+        self.stage_binds = [_processor(c.type, dialect) for c in columns] + [None, None, None]
 
     def upsert(self, unchanged: frozenset[str]) -> _Compiled:
         """The reference's guarded upsert of rows that leave the columns `unchanged` as stored."""
@@ -197,9 +219,18 @@ class _TableStatements:
             found = self._upserts[unchanged] = _Compiled(stmt, self.positional, self.order)
         return found
 
-    def merge(self, unchanged: frozenset[str]) -> str:
-        """The guarded upsert of one group of staged rows (its number: the parameter) that leave
-        the columns `unchanged` as stored."""
+    def stopped(self, deleted: str) -> str:
+        """The staged rows (group, key text) that a newer delete tombstone in `deleted` stops
+        (parameter: the table's logical name)."""
+        q = self.dialect.identifier_preparer.quote
+        pos = q(POSITION)
+        return (f"SELECT s.{q(_STAGE_GROUP)}, s.{q(_STAGE_KEY)} FROM {self.stage} AS s JOIN {deleted} AS d "
+                f"ON d.table_name = %s AND d.{q('key')} = s.{q(_STAGE_KEY)} AND d.{pos} > s.{pos}")
+
+    def merge(self, unchanged: frozenset[str], deleted: str) -> str:
+        """The guarded upsert of one group of staged rows (parameters: its number, the table's
+        logical name) that leave the columns `unchanged` as stored, less those a newer delete
+        tombstone in `deleted` stops."""
         found = self._merges.get(unchanged)
         if found is None:
             q = self.dialect.identifier_preparer.quote
@@ -207,8 +238,9 @@ class _TableStatements:
             cols = ", ".join(q(c) for c in self.order)
             updated = [c for c in self.names if c not in self.key_cols and c not in unchanged] + [POSITION]
             found = self._merges[unchanged] = (
-                f"INSERT INTO {self.qname} ({cols}) SELECT {cols} FROM {self.stage} "
-                f"WHERE {q(_STAGE_GROUP)} = %s "
+                f"INSERT INTO {self.qname} ({cols}) SELECT {cols} FROM {self.stage} AS s "
+                f"WHERE s.{q(_STAGE_GROUP)} = %s AND NOT EXISTS (SELECT FROM {deleted} AS d "
+                f"WHERE d.table_name = %s AND d.{q('key')} = s.{q(_STAGE_KEY)} AND d.{pos} > s.{pos}) "
                 f"ON CONFLICT ({', '.join(q(c) for c in self.key_cols)}) DO UPDATE SET "
                 + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in updated)
                 + f" WHERE {self.qname}.{pos} <= excluded.{pos}")
@@ -256,33 +288,41 @@ class _BookStatements:
 
 
 class _Group:
-    """Upsert rows (tuples in `_TableStatements.order`) that leave the same columns unchanged, and
-    the count of their operations: plan.group_by_unchanged's grouping."""
+    """Upsert rows (tuples in `_TableStatements.order`) that leave the same columns unchanged, their
+    key texts, and the count of their operations: plan.group_by_unchanged's grouping."""
 
-    __slots__ = ("ops", "rows")
+    __slots__ = ("keys", "ops", "rows")
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.ops: Counter[str] = Counter()
+        self.keys: list[str] = []
+        self.ops: list[str] = []  # each row's operation
 
 
-def _group_rows(names: Sequence[str], events: list[ChangeEvent]) -> dict[frozenset[str], _Group]:
-    """The rows of `events`, grouped by the columns they leave unchanged (in order of first
-    appearance). A column absent from `after` takes its value from the key, else NULL."""
+def _group_rows(
+    st: _TableStatements, upserts: Sequence[tuple[str, ChangeEvent]]
+) -> dict[frozenset[str], _Group]:
+    """The rows of `upserts` (key text, event), grouped by the columns they leave unchanged (in
+    order of first appearance). A column absent from `after` takes its value from the key, else NULL."""
+    names, values = st.names, st.values
     groups: dict[frozenset[str], _Group] = {}
-    for e in events:
+    for k, e in upserts:
         after = e.after or {}
         if UNCHANGED in after.values():
             unchanged = frozenset(c for c, v in after.items() if v is UNCHANGED)
             row = tuple(None if c in unchanged else after.get(c, e.key.get(c)) for c in names)
         else:
             unchanged = _NOTHING_UNCHANGED
-            row = tuple(after[c] if c in after else e.key.get(c) for c in names)
+            try:
+                row = values(after)
+            except KeyError:  # a column the event does not carry: from its key, else NULL
+                row = tuple(after[c] if c in after else e.key.get(c) for c in names)
         group = groups.get(unchanged)
         if group is None:
             group = groups[unchanged] = _Group()
         group.rows.append((*row, e.position))
-        group.ops[e.op] += 1
+        group.keys.append(k)
+        group.ops.append(e.op)
     return groups
 
 
@@ -362,38 +402,43 @@ class PostgresBatchWriter(BatchWriter):
             super()._table(changes)  # the lookup of tombstones, then _upsert by executemany
             return
         table = self.tables.for_changes(self.conn, changes)
-        live = self._not_deleted(changes.table, upserts)
-        if not self._copy_upserts(table, live):
-            self._upsert(table, live, [])
+        if not self._copy_upserts(table, changes.table, upserts):
+            self._upsert(table, self._not_deleted(changes.table, upserts), [])
         deletes = changes.keyed_deletes()
         if deletes:
             self._delete(changes.table, table, deletes)
 
     def _upsert(self, table: Table, events: list[ChangeEvent], key_cols: list[str]) -> None:
         st = self.prepared.table(table, self.conn.dialect)
-        for unchanged, group in _group_rows(st.names, events).items():
+        for unchanged, group in _group_rows(st, [("", e) for e in events]).items():
             result = self._run(st.upsert(unchanged), group.rows)
             self._count(table.name, group, result.rowcount)
 
-    def _count(self, table: str, group: _Group, written: int | None) -> None:
-        for op, n in group.ops.items():
+    def _count(self, table: str, group: _Group, written: int | None, stopped: set[str] | None = None) -> None:
+        """Count a group's upserts, `written` of them written; those whose keys are `stopped` by
+        newer tombstones count as stale only, as the reference never offers them."""
+        ops = group.ops
+        if stopped:
+            ops = [op for op, k in zip(group.ops, group.keys, strict=True) if k not in stopped]
+            self.stats.stale += len(group.ops) - len(ops)
+        for op, n in Counter(ops).items():
             self.stats.by_table_op[(op, table)] += n
-        if written is not None and 0 <= written < len(group.rows):
-            self.stats.stale += len(group.rows) - written
+        if written is not None and 0 <= written < len(ops):
+            self.stats.stale += len(ops) - written
 
-    def _copy_upserts(self, table: Table, events: list[ChangeEvent]) -> bool:
+    def _copy_upserts(self, table: Table, name: str, upserts: list[tuple[str, ChangeEvent]]) -> bool:
         """Upsert by COPY and merge; False (nothing done) when a value is not one COPY reads as
-        the reference's statement does."""
+        the reference's statement does. The upserts a newer delete tombstone stops are found by
+        a join of the staged rows, counted as stale, and left out of the merge."""
         st = self.prepared.table(table, self.conn.dialect)
-        groups = _group_rows(st.names, events)
+        groups = _group_rows(st, upserts)
         staged: list[tuple[Any, ...]] = []
         for number, group in enumerate(groups.values()):
-            converted = convert_columns(group.rows, st.binds, st.copy)
+            rows = [(*r, k, number) for r, k in zip(group.rows, group.keys, strict=True)]
+            converted = convert_columns(rows, st.stage_binds, st.copy)
             if not _copyable(converted, st.kinds):
                 return False
-            staged.extend((*r, number) for r in converted)
-        if not staged:
-            return True
+            staged.extend(converted)
         raw: Any = self.conn.connection.driver_connection  # the psycopg connection
         dbapi_error = self.conn.dialect.loaded_dbapi.Error
         sql = st.make_stage
@@ -407,10 +452,14 @@ class PostgresBatchWriter(BatchWriter):
                 with cur.copy(sql) as copy:
                     for r in staged:
                         copy.write_row(r)
+                sql = st.stopped(self.sql.deleted)
+                stopped: dict[int, set[str]] = {}
+                for number, key in cur.execute(sql, (name,)):
+                    stopped.setdefault(number, set()).add(key)
                 for number, (unchanged, group) in enumerate(groups.items()):
-                    sql = st.merge(unchanged)
-                    cur.execute(sql, (number,))
-                    self._count(table.name, group, cur.rowcount)
+                    sql = st.merge(unchanged, self.sql.deleted)
+                    cur.execute(sql, (number, name))
+                    self._count(table.name, group, cur.rowcount, stopped.get(number, set()))
             except dbapi_error as exc:
                 raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
         return True

@@ -88,8 +88,8 @@ def run_all(databases, plan, note=lambda _: None, copies=None):
     stores = open_stores(databases)
     copy_upserts = PostgresBatchWriter._copy_upserts
 
-    def spy(writer, table, events):
-        done = copy_upserts(writer, table, events)
+    def spy(writer, table, name, upserts):
+        done = copy_upserts(writer, table, name, upserts)
         copies.append(done)
         note("upserts copied" if done else "a COPY refused: executemany")
         return done
