@@ -5,7 +5,7 @@ an upsert is dropped when a newer delete tombstone exists for its key. The batch
 snapshot progress are written by the same writer, in the same transaction.
 
 `BatchWriter` writes with SQLAlchemy Core statements, on any dialect: it is the reference. A
-dialect may have a faster writer of its own (SQLite: writes_sqlite.py) that overrides its
+dialect may have a faster writer of its own (writes_sqlite.py, writes_postgres.py) that overrides its
 statement-level methods with the same semantics; `writers.py` chooses one per state store.
 """
 
