@@ -10,8 +10,8 @@ batch's transaction in one of two ways:
   reference's tombstone lookup and guarded `INSERT ... ON CONFLICT ... DO UPDATE ... WHERE`;
 - `COPY_MIN` upserts or more of one table: `COPY` of the rows (with their key texts) into a
   temporary staging table (`ON COMMIT DELETE ROWS`, made once per connection and table shape),
-  then one guarded `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE` per set of
-  unchanged-TOAST columns that leaves out the rows a newer delete tombstone stops (anti-join).
+  the staged rows a newer delete tombstone stops removed (a join), then one guarded
+  `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ... WHERE` per set of unchanged-TOAST columns.
   `COPY` parses each value as the column's text input, where a bound parameter goes through
   its cast: the two agree for the Python type each column is written with, so a batch holding
   a value of another type (or a zoned time for a column without a zone) goes the first way.
@@ -220,17 +220,17 @@ class _TableStatements:
         return found
 
     def stopped(self, deleted: str) -> str:
-        """The staged rows (group, key text) that a newer delete tombstone in `deleted` stops
-        (parameter: the table's logical name)."""
+        """Remove from the staging table the rows that a newer delete tombstone in `deleted`
+        stops (parameter: the table's logical name), returning their (group, key text)."""
         q = self.dialect.identifier_preparer.quote
         pos = q(POSITION)
-        return (f"SELECT s.{q(_STAGE_GROUP)}, s.{q(_STAGE_KEY)} FROM {self.stage} AS s JOIN {deleted} AS d "
-                f"ON d.table_name = %s AND d.{q('key')} = s.{q(_STAGE_KEY)} AND d.{pos} > s.{pos}")
+        return (f"DELETE FROM {self.stage} AS s USING {deleted} AS d WHERE d.table_name = %s "
+                f"AND d.{q('key')} = s.{q(_STAGE_KEY)} AND d.{pos} > s.{pos} "
+                f"RETURNING s.{q(_STAGE_GROUP)}, s.{q(_STAGE_KEY)}")
 
-    def merge(self, unchanged: frozenset[str], deleted: str) -> str:
-        """The guarded upsert of one group of staged rows (parameters: its number, the table's
-        logical name) that leave the columns `unchanged` as stored, less those a newer delete
-        tombstone in `deleted` stops."""
+    def merge(self, unchanged: frozenset[str]) -> str:
+        """The guarded upsert of one group of staged rows (parameter: its number) that leave the
+        columns `unchanged` as stored."""
         found = self._merges.get(unchanged)
         if found is None:
             q = self.dialect.identifier_preparer.quote
@@ -238,9 +238,8 @@ class _TableStatements:
             cols = ", ".join(q(c) for c in self.order)
             updated = [c for c in self.names if c not in self.key_cols and c not in unchanged] + [POSITION]
             found = self._merges[unchanged] = (
-                f"INSERT INTO {self.qname} ({cols}) SELECT {cols} FROM {self.stage} AS s "
-                f"WHERE s.{q(_STAGE_GROUP)} = %s AND NOT EXISTS (SELECT FROM {deleted} AS d "
-                f"WHERE d.table_name = %s AND d.{q('key')} = s.{q(_STAGE_KEY)} AND d.{pos} > s.{pos}) "
+                f"INSERT INTO {self.qname} ({cols}) SELECT {cols} FROM {self.stage} "
+                f"WHERE {q(_STAGE_GROUP)} = %s "
                 f"ON CONFLICT ({', '.join(q(c) for c in self.key_cols)}) DO UPDATE SET "
                 + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in updated)
                 + f" WHERE {self.qname}.{pos} <= excluded.{pos}")
@@ -428,8 +427,9 @@ class PostgresBatchWriter(BatchWriter):
 
     def _copy_upserts(self, table: Table, name: str, upserts: list[tuple[str, ChangeEvent]]) -> bool:
         """Upsert by COPY and merge; False (nothing done) when a value is not one COPY reads as
-        the reference's statement does. The upserts a newer delete tombstone stops are found by
-        a join of the staged rows, counted as stale, and left out of the merge."""
+        the reference's statement does. The upserts a newer delete tombstone stops are deleted
+        from the staging table by a join (a hash join: an anti-join in the merge itself was
+        planned as a nested loop on the unanalysed staging table) and counted as stale."""
         st = self.prepared.table(table, self.conn.dialect)
         groups = _group_rows(st, upserts)
         staged: list[tuple[Any, ...]] = []
@@ -457,8 +457,8 @@ class PostgresBatchWriter(BatchWriter):
                 for number, key in cur.execute(sql, (name,)):
                     stopped.setdefault(number, set()).add(key)
                 for number, (unchanged, group) in enumerate(groups.items()):
-                    sql = st.merge(unchanged, self.sql.deleted)
-                    cur.execute(sql, (number, name))
+                    sql = st.merge(unchanged)
+                    cur.execute(sql, (number,))
                     self._count(table.name, group, cur.rowcount, stopped.get(number, set()))
             except dbapi_error as exc:
                 raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
