@@ -1,7 +1,8 @@
 """Consumer throughput, measured side by side in one run (medians of repeats, and ratios).
 
     .venv/bin/python benchmarks/bench_consumer.py [--rows 20000] [--repeats 5]
-    .venv/bin/python benchmarks/bench_consumer.py --ab REF [--parts decode,apply] [--rows 20000] [--repeats 5]
+    .venv/bin/python benchmarks/bench_consumer.py --ab REF [--parts decode,apply,pg] [--rows 20000]
+        [--repeats 5] [--pg-url URL] [--pg-variants]
 
 1. decode: one users change event, JSON converter with the schema embedded vs without;
 2. apply: batches of 2000 decoded snapshot rows into SQLite vs PostgreSQL state stores;
@@ -14,6 +15,11 @@ process per side builds its inputs once; then the sides take turns, one timed pa
 (A B A B ...), for --repeats rounds, so that both meet the same moments of a noisy machine. It
 prints each side's median, the ratio of the medians, the median of the rounds' ratios and every
 figure; B is also measured with its reference writer (`StateStore(writer="sqlalchemy")`).
+
+The part `pg` measures the same apply into PostgreSQL (--pg-url, else the local stack's): each
+side writes to a database of its own (created, and dropped at the end), emptied before each pass.
+--pg-variants adds two sides of B's PostgreSQL writer: executemany only (`B exec.`), and COPY
+for every batch, one row included (`B copy`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,9 +111,11 @@ def _rate(fn: Callable[[], object], n: int) -> float:
 class Measures:
     """The in-process measures of one tree, its inputs built once; each call is one timed pass."""
 
-    def __init__(self, rows: int, writer: str | None) -> None:
+    def __init__(self, rows: int, writer: str | None, pg_url: str | None = None,
+                 copy_min: int | None = None) -> None:
         self.rows = rows
         self.kwargs = {"writer": writer} if writer else {}
+        self.pg_url, self.copy_min = pg_url, copy_min
         self.records = {
             schemas: [Record("t", 0, i, *envelope("u", i, 1000 + i, after=row(i), schemas=schemas))
                       for i in range(rows)] for schemas in (True, False)}
@@ -123,6 +132,8 @@ class Measures:
                         for i in range(min(rows, 300))]
         self.decode()
         self.apply()  # warm: imports, caches
+        if pg_url:
+            self.pg()
 
     def decode(self) -> dict[str, float]:
         with_schema, without, n = self.records[True], self.records[False], self.rows
@@ -132,7 +143,28 @@ class Measures:
     def apply(self) -> dict[str, float]:
         """A snapshot load into a new SQLite state, then the stream over it, in batches of AB_BATCH."""
         folder = tempfile.TemporaryDirectory()
-        store = StateStore(f"sqlite:///{folder.name}/state.db", **self.kwargs)
+        out = self._apply(StateStore(f"sqlite:///{folder.name}/state.db", **self.kwargs), "SQLite")
+        folder.cleanup()
+        return out
+
+    def pg(self) -> dict[str, float]:
+        """The same into an emptied PostgreSQL database."""
+        assert self.pg_url is not None
+        from sqlalchemy import text
+
+        empty = StateStore(self.pg_url)
+        with empty.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        empty.close()
+        store = StateStore(self.pg_url, **self.kwargs)
+        if self.copy_min is not None:
+            from ecst.consumer.writes_postgres import PostgresWriters
+
+            store.writer = PostgresWriters(copy_min=self.copy_min)
+        return self._apply(store, "PostgreSQL")
+
+    def _apply(self, store: StateStore, name: str) -> dict[str, float]:
 
         def apply_all(events: list[ChangeEvent], first_offset: int) -> None:
             for i in range(0, len(events), AB_BATCH):
@@ -142,37 +174,72 @@ class Measures:
             for i, e in enumerate(events):
                 store.apply([e], {("t", 0): first_offset + i + 1})
 
-        out = {"apply into SQLite, snapshot load (rows/s)": _rate(lambda: apply_all(self.load, 0), self.rows)}
-        out["apply into SQLite, updates and deletes (rows/s)"] = _rate(
+        out = {f"apply into {name}, snapshot load (rows/s)":
+               _rate(lambda: apply_all(self.load, 0), self.rows)}
+        out[f"apply into {name}, updates and deletes (rows/s)"] = _rate(
             lambda: apply_all(self.stream, self.rows), self.rows)
         singles = self.singles
-        out["apply into SQLite, one-row batches (batches/s)"] = _rate(
+        out[f"apply into {name}, one-row batches (batches/s)"] = _rate(
             lambda: one_by_one(singles, 2 * self.rows), len(singles))
         store.close()
-        folder.cleanup()
         return out
 
 
-def serve_measures(rows: int, writer: str | None) -> None:
+def serve_measures(rows: int, writer: str | None, pg_url: str | None, copy_min: int | None) -> None:
     """An --ab worker: builds its inputs, says "ready", then runs one measure per line of stdin."""
-    measures = Measures(rows, writer)
+    measures = Measures(rows, writer, pg_url, copy_min)
     print("ready", flush=True)
     for line in sys.stdin:
         print(json.dumps(getattr(measures, line.strip())()), flush=True)
 
 
-def run_ab(ref: str, parts: list[str], rows: int, repeats: int) -> None:
+def _pg_databases(pg_url: str, names: list[str]) -> tuple[dict[str, str], Callable[[], None]]:
+    """A new database per name on the server of `pg_url` (its URLs), and what drops them."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ecst.consumer.store import normalize_url
+
+    server = make_url(normalize_url(pg_url))
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    made = {n: f"ecst_bench_{n}_{uuid.uuid4().hex[:8]}" for n in names}
+    with admin.connect() as conn:
+        for db in made.values():
+            conn.execute(text(f'CREATE DATABASE "{db}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            for db in made.values():
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+    return {n: server.set(database=db).render_as_string(hide_password=False) for n, db in made.items()}, drop
+
+
+def run_ab(ref: str, parts: list[str], rows: int, repeats: int, pg_url: str | None = None,
+           pg_variants: bool = False) -> None:
     root = Path(__file__).resolve().parents[1]
     before = Path(tempfile.mkdtemp(prefix="ecst-bench-a-"))
     archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-    sides = [("A", str(before), None), ("B", str(root), None)]
-    if "apply" in parts:
-        sides.append(("B ref.", str(root), "sqlalchemy"))
+    # (side, tree, writer, copy_min)
+    sides: list[tuple[str, str, str | None, int | None]] = [("A", str(before), None, None),
+                                                            ("B", str(root), None, None)]
+    if "apply" in parts or "pg" in parts:
+        sides.append(("B ref.", str(root), "sqlalchemy", None))
+    if "pg" in parts and pg_variants:
+        sides += [("B exec.", str(root), None, 10**9), ("B copy", str(root), None, 1)]
+    urls: dict[str, str] = {}
+    drop_databases: Callable[[], None] = lambda: None  # noqa: E731
+    if "pg" in parts:
+        assert pg_url is not None
+        urls, drop_databases = _pg_databases(pg_url, [f"side{i}" for i in range(len(sides))])
     workers = {}
-    for side, tree, writer in sides:  # one process per side, its inputs built once
+    for i, (side, tree, writer, copy_min) in enumerate(sides):  # one process per side, inputs built once
         cmd = [sys.executable, __file__, "--serve", "--rows", str(rows)]
         cmd += ["--writer", writer] if writer else []
+        cmd += ["--pg-url", urls[f"side{i}"]] if urls else []
+        cmd += ["--copy-min", str(copy_min)] if copy_min is not None else []
         workers[side] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                          env={**os.environ, "ECST_BENCH_TREE": tree})
         assert workers[side].stdout is not None and workers[side].stdout.readline().strip() == "ready"
@@ -180,8 +247,9 @@ def run_ab(ref: str, parts: list[str], rows: int, repeats: int) -> None:
     try:
         for _ in range(repeats):
             for part in parts:
-                for side, _tree, writer in sides:  # A B A B ...: each pass next to the other side's
-                    if part == "decode" and writer:
+                for side, _tree, writer, copy_min in sides:  # A B A B ...: each pass next to the other's
+                    if (part == "decode" and (writer or copy_min is not None)) or (
+                            part == "apply" and copy_min is not None):
                         continue
                     worker = workers[side]
                     assert worker.stdin is not None and worker.stdout is not None
@@ -195,19 +263,34 @@ def run_ab(ref: str, parts: list[str], rows: int, repeats: int) -> None:
             worker.stdin.close()
             worker.wait()
         shutil.rmtree(before)
+        drop_databases()
     measures = list(dict.fromkeys(m for m, _ in figures))
+    extra = [side for side, *_ in sides[2:]]
     print(f"A = {ref}, B = this tree; {repeats} rounds, the sides alternating pass by pass; {rows} rows, "
           f"batches of {AB_BATCH}; medians, and the median of the rounds' B/A ratios")
     width = max(len(m) for m in measures)
-    print(f"{'measure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>5}  {'rounds':>6}  {'B ref.':>10}")
+    print(f"{'measure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>5}  {'rounds':>6}"
+          + "".join(f"  {side:>10}" for side in extra))
     for m in measures:
         a, b = figures[(m, "A")], figures[(m, "B")]
         ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
-        ref_b = figures.get((m, "B ref."))
-        ref_text = f"{statistics.median(ref_b):>10,.0f}" if ref_b else f"{'':>10}"
+        cells = "".join(f"  {statistics.median(figures[(m, side)]):>10,.0f}" if (m, side) in figures
+                        else f"  {'':>10}" for side in extra)
         print(f"{m:<{width}}  {statistics.median(a):>10,.0f}  {statistics.median(b):>10,.0f}  "
-              f"{statistics.median(b) / statistics.median(a):>5.2f}  {ratio:>6.2f}  {ref_text}")
+              f"{statistics.median(b) / statistics.median(a):>5.2f}  {ratio:>6.2f}{cells}")
     print(json.dumps({f"{m} [{side}]": [round(v) for v in vs] for (m, side), vs in figures.items()}))
+
+
+def local_pg_url() -> str | None:
+    """The local stack's PostgreSQL (a `bench` database made if missing), if it is up."""
+    stack = LocalStack(Settings.from_env())
+    if not stack.postgres.pid:
+        return None
+    with stack.postgres.connect("postgres") as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname='bench'").fetchone():
+            conn.execute("CREATE DATABASE bench")
+    pw = stack.postgres.admin_password
+    return f"postgresql://ecst:{pw}@127.0.0.1:{stack.settings.pg_port}/bench"
 
 
 def main() -> None:
@@ -218,28 +301,30 @@ def main() -> None:
     parser.add_argument("--pg-url",
                         help="PostgreSQL URL for the apply benchmark (default: the local stack's)")
     parser.add_argument("--ab", metavar="REF", help="compare git revision REF (A) with this tree (B)")
-    parser.add_argument("--parts", default="decode,apply", help="with --ab: decode, apply or both")
+    parser.add_argument("--parts", default="decode,apply",
+                        help="with --ab: any of decode, apply (SQLite), pg (PostgreSQL)")
+    parser.add_argument("--pg-variants", action="store_true",
+                        help="with --ab and pg: also B's PostgreSQL writer by executemany only, by COPY only")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # an --ab worker
     parser.add_argument("--writer", help=argparse.SUPPRESS)
+    parser.add_argument("--copy-min", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_measures(args.rows, args.writer)
+        serve_measures(args.rows, args.writer, args.pg_url, args.copy_min)
         return
     if args.ab:
         if args.repeats < 3:
             parser.error("--ab needs --repeats 3 or more")
-        run_ab(args.ab, [p.strip() for p in args.parts.split(",") if p.strip()], args.rows, args.repeats)
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        pg_url = args.pg_url
+        if "pg" in parts and pg_url is None:
+            pg_url = local_pg_url()
+            if pg_url is None:
+                parser.error("--parts pg needs --pg-url or the local stack up (`ecst stack up`)")
+        run_ab(args.ab, parts, args.rows, args.repeats, pg_url, args.pg_variants)
         return
     results = bench_decode(args.repeats)
-    pg_url = args.pg_url
-    if pg_url is None:
-        stack = LocalStack(Settings.from_env())
-        if stack.postgres.pid:
-            with stack.postgres.connect("postgres") as conn:
-                if not conn.execute("SELECT 1 FROM pg_database WHERE datname='bench'").fetchone():
-                    conn.execute("CREATE DATABASE bench")
-            pw = stack.postgres.admin_password
-            pg_url = f"postgresql://ecst:{pw}@127.0.0.1:{stack.settings.pg_port}/bench"
+    pg_url = args.pg_url if args.pg_url is not None else local_pg_url()
     results.update(bench_apply(args.repeats, args.rows, pg_url))
     width = max(len(k) for k in results)
     for k, v in results.items():

@@ -2,8 +2,9 @@
 
 Every batch is applied in one transaction together with the Kafka offsets it advances to, so
 the state and the offsets can never disagree. The batch's writes and their position guard are in
-writes.py (the SQLAlchemy reference) and writes_sqlite.py (SQLite's prepared SQL), chosen per
-dialect in writers.py; the state tables are in tables.py, the bookkeeping tables in schema.py, and
+writes.py (the SQLAlchemy reference), writes_sqlite.py (SQLite's prepared SQL) and
+writes_postgres.py (PostgreSQL: compiled statements by executemany, or COPY and a merge), chosen
+per dialect in writers.py; the state tables are in tables.py, the bookkeeping tables in schema.py, and
 a rebuild's shadow copy (swap, merge, discard) in shadow.py.
 """
 

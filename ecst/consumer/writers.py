@@ -1,22 +1,22 @@
 """Which batch writer applies a state store's batches: chosen here, once per store, by dialect.
 
-- `sqlalchemy`: `writes.BatchWriter`, SQLAlchemy Core statements, any dialect: the reference,
-  and PostgreSQL's writer for now;
+- `sqlalchemy`: `writes.BatchWriter`, SQLAlchemy Core statements, any dialect: the reference;
 - `sqlite`: `writes_sqlite`, SQL prepared once per state table and run by the driver's
-  executemany, the values converted column by column.
-
-A faster PostgreSQL writer (COPY into a temporary table, then one guarded
-`INSERT ... ON CONFLICT ... WHERE`) belongs beside them, in `DEFAULT` for "postgresql".
+  executemany, the values converted column by column;
+- `postgresql`: `writes_postgres`, the reference's statements compiled once per state table and
+  run by psycopg's executemany, or for a larger batch COPY into a temporary table and one guarded
+  `INSERT ... SELECT ... ON CONFLICT ... WHERE`.
 """
 
 from __future__ import annotations
 
 from ecst.consumer.writes import BatchWriter, WriterFactory
+from ecst.consumer.writes_postgres import PostgresWriters
 from ecst.consumer.writes_sqlite import SqliteWriters
 from ecst.exceptions import StateStoreError
 
-WRITERS = ("sqlalchemy", "sqlite")
-DEFAULT = {"sqlite": "sqlite", "postgresql": "sqlalchemy"}  # by dialect
+WRITERS = ("sqlalchemy", "sqlite", "postgresql")
+DEFAULT = {"sqlite": "sqlite", "postgresql": "postgresql"}  # by dialect
 
 
 def make_writer(dialect: str, writer: str | None = None) -> WriterFactory:
@@ -29,4 +29,6 @@ def make_writer(dialect: str, writer: str | None = None) -> WriterFactory:
         return BatchWriter
     if name != dialect:
         raise StateStoreError(f"the {name} writer cannot write to a {dialect} state store")
+    if name == "postgresql":
+        return PostgresWriters()
     return SqliteWriters()

@@ -5,7 +5,7 @@ an upsert is dropped when a newer delete tombstone exists for its key. The batch
 snapshot progress are written by the same writer, in the same transaction.
 
 `BatchWriter` writes with SQLAlchemy Core statements, on any dialect: it is the reference. A
-dialect may have a faster writer of its own (SQLite: writes_sqlite.py) that overrides its
+dialect may have a faster writer of its own (writes_sqlite.py, writes_postgres.py) that overrides its
 statement-level methods with the same semantics; `writers.py` chooses one per state store.
 """
 
@@ -148,11 +148,14 @@ class BatchWriter:
                 set_=set_,
                 where=table.c[POSITION] <= stmt.excluded[POSITION],
             )
-            result = self.conn.execute(stmt, group.rows)
+            returning = self.conn.dialect.name == "postgresql"
+            # psycopg's executemany ("insertmanyvalues") reports no rowcount: count the rows returned
+            result = self.conn.execute(stmt.returning(table.c[POSITION]) if returning else stmt, group.rows)
+            written = len(result.all()) if returning else result.rowcount
             for op, n in group.ops.items():
                 self.stats.by_table_op[(op, table.name)] += n
-            if result.rowcount is not None and 0 <= result.rowcount < len(group.rows):
-                self.stats.stale += len(group.rows) - result.rowcount
+            if written is not None and 0 <= written < len(group.rows):
+                self.stats.stale += len(group.rows) - written
 
     def _delete(self, name: str, table: Table | None, keyed: list[tuple[str, ChangeEvent]]) -> None:
         """Deletes (with their key texts): guarded by position unless known only from a Kafka

@@ -221,6 +221,7 @@ def test_the_sqlite_writer_leaves_the_database_the_reference_writer_leaves(plan)
 def test_each_store_writes_with_the_writer_of_its_dialect():
     from ecst.consumer.writers import make_writer
     from ecst.consumer.writes import BatchWriter
+    from ecst.consumer.writes_postgres import PostgresWriters
 
     reference, fast = StateStore("sqlite://", writer="sqlalchemy"), StateStore("sqlite://")
     try:
@@ -230,11 +231,14 @@ def test_each_store_writes_with_the_writer_of_its_dialect():
     finally:
         reference.close()
         fast.close()
-    assert make_writer("postgresql") is BatchWriter
+    assert isinstance(make_writer("postgresql"), PostgresWriters)
+    assert make_writer("postgresql", "sqlalchemy") is BatchWriter
     with pytest.raises(StateStoreError, match="cannot write to a postgresql"):
         make_writer("postgresql", "sqlite")
     with pytest.raises(StateStoreError, match="unknown state writer"):
         make_writer("sqlite", "fast")
+    with pytest.raises(StateStoreError, match="cannot write to a sqlite"):
+        make_writer("sqlite", "postgresql")
 
 
 def wide(op, id_, position, offset, partition=0, **after):
