@@ -68,7 +68,7 @@ class Sizes:
 
 
 FULL = Sizes(rows=100_000, scale=(100_000, 1_000_000), rates=(500, 1000, 3000, 5000), seconds=60, repeats=3)
-QUICK = Sizes(rows=2_000, scale=(1_000, 4_000), rates=(1000,), seconds=5, repeats=3)
+QUICK = Sizes(rows=1_000, scale=(500, 1_000), rates=(1000,), seconds=3, repeats=3)
 
 
 @dataclass
