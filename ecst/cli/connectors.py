@@ -146,8 +146,10 @@ def apply_cmd(client: ConnectClient, files: tuple[str, ...], env: str | None, wa
     changes = [apply_mod.plan(client, d) for d in defs]
     _check_keys(client, defs, producer_url, skip_key_check)
     if not dry_run:
-        for change in changes:
-            _confirm_destructive(change, yes)
+        for d, change in zip(defs, changes, strict=True):
+            if apply_mod.destructive(change):
+                apply_mod.validate(client, d)  # an invalid config is reported as invalid first
+                _confirm_destructive(change, yes)
     results = []
     for d in defs:
         change = apply_mod.apply(client, d, wait_s=wait_s, dry_run=dry_run)

@@ -53,14 +53,21 @@ class _Connect:
 
         self.config = {**load_definitions([USERS], environ={})[0].config, "slot.name": "old_slot"}
 
+    errors: dict = {}  # what Connect's validation says of the new config
+
     def get_config(self, name):
         return dict(self.config)
 
+    def validate(self, connector_class, config):
+        return self.errors
 
-def _with_connect(monkeypatch):
+
+def _with_connect(monkeypatch, errors=None):
     import ecst.cli.options
 
-    monkeypatch.setattr(ecst.cli.options, "ConnectClient", lambda url, auth=None: _Connect())
+    connect = _Connect()
+    connect.errors = errors or {}
+    monkeypatch.setattr(ecst.cli.options, "ConnectClient", lambda url, auth=None: connect)
     from ecst.connectors.apply import UPDATED, Change
 
     applied = []
@@ -100,3 +107,12 @@ def test_plan_marks_the_destructive_key_and_says_why(monkeypatch):
     lines = result.output.splitlines()
     at = lines.index("  ~ slot.name: old_slot -> ecst_users")
     assert lines[at + 1].startswith("    destructive: a new replication slot is created")
+
+
+def test_an_invalid_destructive_change_is_reported_as_invalid(monkeypatch):
+    applied = _with_connect(monkeypatch, errors={"slot.name": ["bad name"]})
+    result = CliRunner().invoke(cli, ["connectors", "apply", "-f", USERS, "--skip-key-check"],
+                                env={"ECST_PRODUCER_URL": None})
+    assert result.exit_code == 1 and applied == []
+    assert "is invalid; nothing was changed" in result.output and "slot.name: bad name" in result.output
+    assert "destructive" not in result.output
