@@ -2,8 +2,10 @@
 a corrupted state is rebuilt in a shadow copy while a writer changes users and a live consumer
 keeps running; after the swap the state equals the source exactly and verify finds no drift."""
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -147,6 +149,15 @@ def test_a_mapping_change_rebuilt_by_replay_fills_the_new_column_for_every_row(c
     store.close()
 
 
+def _shadow_offsets(path):
+    """The rows of the rebuild's offsets table in a SQLite state, none while it does not exist."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+        try:
+            return db.execute("SELECT * FROM ecst_shadow__ecst_offsets").fetchall()
+        except sqlite3.OperationalError:  # not created yet, or locked for a moment
+            return []
+
+
 def test_a_rebuild_killed_midway_resumes_and_finishes(capture, tmp_path):
     capture.create(rows=30000)
     capture.apply()
@@ -158,7 +169,13 @@ def test_a_rebuild_killed_midway_resumes_and_finishes(capture, tmp_path):
             "--bootstrap-servers", capture.stack.bootstrap, "--group", f"g-{capture.uid}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ})
-    time.sleep(2.5)
+    # Killed once it has applied a batch (not after a fixed time, which a busy machine overruns),
+    # read with sqlite3 so that nothing is created in the shadow's namespace meanwhile.
+    deadline = time.monotonic() + 120
+    while not _shadow_offsets(tmp_path / "state.db"):
+        assert proc.poll() is None, "the rebuild ended before it could be killed midway"
+        assert time.monotonic() < deadline, "the rebuild applied nothing in 120 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     shadow = StateStore(url, namespace="ecst_shadow__")
