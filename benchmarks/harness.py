@@ -93,10 +93,10 @@ def machine_facts(stack: LocalStack) -> dict[str, Any]:
                 if line.startswith("model name")), platform.processor())
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                       if line.startswith("MemTotal")))
-    pom = (ROOT / "deploy" / "pom.xml").read_text()
+    poms = "".join((ROOT / "deploy" / p).read_text() for p in ("pom.xml", "maven/jdbc/pom.xml"))
 
     def prop(name: str) -> str:
-        return pom.split(f"<{name}>", 1)[1].split("<", 1)[0] if f"<{name}>" in pom else "?"
+        return poms.split(f"<{name}>", 1)[1].split("<", 1)[0] if f"<{name}>" in poms else "?"
 
     with stack.postgres.connect() as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
@@ -110,7 +110,7 @@ def machine_facts(stack: LocalStack) -> dict[str, Any]:
         "versions": {
             **{p: version(p) for p in ("kafka-python", "SQLAlchemy", "psycopg", "orjson")},
             "postgresql": pg, "kafka": prop("kafka.version"), "debezium": prop("debezium.version"),
-            "debezium-connector-jdbc": prop("jdbc.sink.version"),
+            "debezium-connector-jdbc": prop("debezium.jdbc.version"),
         },
     }
 
