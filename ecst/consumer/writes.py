@@ -14,13 +14,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, delete, func, inspect, select
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import StatementError
 
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.plan import Step, TableChanges, group_by_unchanged
@@ -200,3 +202,21 @@ def snapshot_targets(snap: SnapshotState) -> str:
 
 WriterFactory = Callable[[Connection, StateTables, Bookkeeping, dt.datetime], BatchWriter]
 """Makes the writer of one batch: (transaction, state tables, bookkeeping tables, batch timestamp)."""
+
+
+def convert_columns(
+    rows: list[tuple[Any, ...]], binds: Sequence[Callable[[Any], Any] | None], sql: str
+) -> list[tuple[Any, ...]]:
+    """`rows` with each column's values passed through its converter, column by column. A value
+    a converter refuses raises the StatementError SQLAlchemy raises for it."""
+    if not rows or not any(binds):
+        return rows
+    columns: list[Any] = list(zip(*rows, strict=True))
+    for i, bind in enumerate(binds):
+        if bind is not None:
+            columns[i] = map(bind, columns[i])
+    try:
+        return list(zip(*columns, strict=True))
+    except Exception as exc:
+        raise StatementError(f"({type(exc).__module__}.{type(exc).__name__}) {exc}", sql, None, exc,
+                             ismulti=True) from exc

@@ -41,7 +41,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 from ecst.consumer.events import ChangeEvent
@@ -50,7 +50,7 @@ from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
 from ecst.consumer.types import UNCHANGED, ExactDecimal, UtcDateTime
-from ecst.consumer.writes import BatchWriter, Offsets, snapshot_targets
+from ecst.consumer.writes import BatchWriter, Offsets, convert_columns, snapshot_targets
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
@@ -102,24 +102,6 @@ def _processor(type_: sqltypes.TypeEngine[Any], dialect: Dialect) -> Bind | None
         return slow(value)
 
     return convert
-
-
-def convert_columns(
-    rows: list[tuple[Any, ...]], binds: Sequence[Bind | None], sql: str
-) -> list[tuple[Any, ...]]:
-    """`rows` with each column's values passed through its converter, column by column. A value
-    a converter refuses raises the StatementError SQLAlchemy raises for it."""
-    if not rows or not any(binds):
-        return rows
-    columns: list[Any] = list(zip(*rows, strict=True))
-    for i, bind in enumerate(binds):
-        if bind is not None:
-            columns[i] = map(bind, columns[i])
-    try:
-        return list(zip(*columns, strict=True))
-    except Exception as exc:
-        raise StatementError(f"({type(exc).__module__}.{type(exc).__name__}) {exc}", sql, None, exc,
-                             ismulti=True) from exc
 
 
 def _positional(dialect: Dialect) -> Dialect:

@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.dialects.sqlite import DATE, DATETIME, TIME
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import StatementError
 from sqlalchemy.types import TypeEngine
 
 from ecst.consumer.events import ChangeEvent
@@ -33,7 +32,7 @@ from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
 from ecst.consumer.types import UNCHANGED, UtcDateTime
-from ecst.consumer.writes import _CHUNK, BatchWriter, Offsets, snapshot_targets
+from ecst.consumer.writes import _CHUNK, BatchWriter, Offsets, convert_columns, snapshot_targets
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
@@ -115,24 +114,6 @@ def bind_converter(type_: TypeEngine[Any], dialect: Dialect) -> Bind | None:
     if any(fast(p) != processor(p) for p in probes):
         return processor  # a storage format of its own: SQLAlchemy's processor then
     return fast
-
-
-def _convert_columns(
-    rows: list[tuple[Any, ...]], binds: Sequence[Bind | None], sql: str
-) -> list[tuple[Any, ...]]:
-    """`rows` with each column's values passed through its converter, column by column. A value
-    a converter refuses raises the StatementError SQLAlchemy raises for it."""
-    if not rows or not any(binds):
-        return rows
-    columns: list[Any] = list(zip(*rows, strict=True))
-    for i, bind in enumerate(binds):
-        if bind is not None:
-            columns[i] = map(bind, columns[i])
-    try:
-        return list(zip(*columns, strict=True))
-    except Exception as exc:
-        raise StatementError(f"({type(exc).__module__}.{type(exc).__name__}) {exc}", sql, None, exc,
-                             ismulti=True) from exc
 
 
 # ----- statements prepared once per state table ----------------------------------------------
@@ -265,7 +246,7 @@ class SqliteBatchWriter(BatchWriter):
 
     def _run(self, sql: str, rows: list[tuple[Any, ...]], binds: Sequence[Bind | None]) -> Any:
         """Execute `sql` for each row (its values converted first); the result."""
-        return self.conn.exec_driver_sql(sql, _convert_columns(rows, binds, sql))
+        return self.conn.exec_driver_sql(sql, convert_columns(rows, binds, sql))
 
     def _tombstone_positions(self, table: str, keys: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
