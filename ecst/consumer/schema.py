@@ -35,6 +35,7 @@ SNAPSHOTS_TABLE = "ecst_snapshots"
 COLUMNS_TABLE = "ecst_columns"
 META_TABLE = "ecst_meta"
 REBUILD_TABLE = "ecst_rebuild"
+BOOKKEEPING_LOCK = "hashtext('ecst:bookkeeping')"  # Postgres advisory lock: creating the ecst_* tables
 
 
 def dialect_insert(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -104,6 +105,12 @@ class Bookkeeping:
 
     def create(self, conn: Connection) -> None:
         """Create the tables that do not exist yet and migrate those an older ecst made."""
+        if conn.dialect.name == "postgresql":
+            # Several consumers (a group's members) may open one fresh database at the same moment:
+            # without the lock, two would both find a table missing and the second CREATE would fail
+            # ('relation "ecst_offsets" already exists'). The lock ends with the transaction, after
+            # which the tables are committed and the others find them. (SQLite: BEGIN IMMEDIATE.)
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({BOOKKEEPING_LOCK})"))
         self.meta.create_all(conn)
         self._migrate(conn)
 

@@ -18,16 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, inspect, select
+from sqlalchemy import Table, and_, bindparam, delete, func, inspect, select, text
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import StatementError
 
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.plan import Step, TableChanges, group_by_unchanged
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
-from ecst.consumer.snapshots import SnapshotState
+from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SnapshotState
 from ecst.consumer.tables import StateTables
 
 _CHUNK = 500
@@ -91,6 +91,7 @@ class BatchWriter:
             index_elements=["topic"],
             set_={"state": stmt.excluded.state, POSITION: stmt.excluded[POSITION],
                   "targets": stmt.excluded.targets, "updated_at": stmt.excluded.updated_at},
+            where=text(snapshot_guard(self.book.snapshots.name, self.conn.dialect)),
         )
         self.conn.execute(stmt, {"topic": topic, "state": snap.state, POSITION: snap.position,
                                  "updated_at": self.now, "targets": snapshot_targets(snap)})
@@ -193,6 +194,22 @@ class BatchWriter:
         t = sql_table(self.tables.physical(event.table), sql_column(POSITION))
         self.conn.execute(delete(t).where(t.c[POSITION] <= event.position))
         self.stats.by_table_op[("t", event.table)] += 1
+
+
+def snapshot_guard(table: str, dialect: Dialect) -> str:
+    """The WHERE of the snapshot-state upsert (snapshot table `table`): a stored state is replaced
+    only by what `snapshots.snapshot_transitions` would have made of it, never moved back.
+
+    The consumer computes a batch's transition from the state it read before its transaction, and
+    members of a group sharing one state commit in any order: a member that read a snapshot's
+    `first` may commit after another made that snapshot pending (its `last`) or complete. Without
+    the guard its stale "running" replaced "pending" and the copy never became complete. So: a
+    complete state stays; otherwise a newer snapshot (higher position) replaces it, and so does
+    "pending" at the same position (its targets)."""
+    q = dialect.identifier_preparer.quote
+    name, pos = q(table), q(POSITION)
+    return (f"{name}.state <> '{SNAPSHOT_COMPLETE}' AND (excluded.{pos} > {name}.{pos} OR "
+            f"(excluded.{pos} = {name}.{pos} AND excluded.state = '{SNAPSHOT_PENDING}'))")
 
 
 def snapshot_targets(snap: SnapshotState) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 
 from psycopg import Binary
 from psycopg.types.json import Json
-from sqlalchemy import Table, and_, bindparam, delete, func
+from sqlalchemy import Table, and_, bindparam, delete, func, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
@@ -50,7 +50,7 @@ from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
 from ecst.consumer.types import UNCHANGED, ExactDecimal, UtcDateTime
-from ecst.consumer.writes import BatchWriter, Offsets, convert_columns, snapshot_targets
+from ecst.consumer.writes import BatchWriter, Offsets, convert_columns, snapshot_guard, snapshot_targets
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
@@ -262,7 +262,8 @@ class _BookStatements:
         snap = snap.on_conflict_do_update(
             index_elements=["topic"],
             set_={"state": snap.excluded.state, POSITION: snap.excluded[POSITION],
-                  "targets": snap.excluded.targets, "updated_at": snap.excluded.updated_at})
+                  "targets": snap.excluded.targets, "updated_at": snap.excluded.updated_at},
+            where=text(snapshot_guard(book.snapshots.name, dialect)))
         self.save_snapshot = _Compiled(snap, positional,
                                        ["topic", "state", POSITION, "targets", "updated_at"])
         self.generation = f"SELECT value FROM {q(book.meta_table.name)} WHERE {q('key')} = 'generation'"

@@ -32,7 +32,14 @@ from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
 from ecst.consumer.types import UNCHANGED, UtcDateTime
-from ecst.consumer.writes import _CHUNK, BatchWriter, Offsets, convert_columns, snapshot_targets
+from ecst.consumer.writes import (
+    _CHUNK,
+    BatchWriter,
+    Offsets,
+    convert_columns,
+    snapshot_guard,
+    snapshot_targets,
+)
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
@@ -183,7 +190,8 @@ class _BookStatements:
         self.snapshot_columns = ("topic", "state", POSITION, "targets", "updated_at")
         self.snapshot_binds = [bind_converter(snapshots.c[c].type, dialect) for c in self.snapshot_columns]
         self.save_snapshot = _upsert_sql(snapshots, self.snapshot_columns, ("topic",),
-                                         ("state", POSITION, "targets", "updated_at"))
+                                         ("state", POSITION, "targets", "updated_at"),
+                                         " WHERE " + snapshot_guard(snapshots.name, dialect))
         self.generation = (f"SELECT value FROM {quote(book.meta_table.name)} "
                            "WHERE \"key\" = 'generation'")
 

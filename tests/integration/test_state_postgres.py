@@ -14,6 +14,7 @@ from sqlalchemy import event as sa_event
 
 from ecst.consumer.events import Record, decode
 from ecst.consumer.shadow import SHADOW
+from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
 from ecst.consumer.store import StaleStateError, StateStore
 from tests.unit.consumer.envelopes import envelope, row
 
@@ -85,6 +86,49 @@ def test_state_tables_on_postgres_have_no_column_defaults(stack):
                 "WHERE table_name = 'users' AND column_default IS NOT NULL").all()
             sequences = conn.exec_driver_sql("SELECT relname FROM pg_class WHERE relkind = 'S'").all()
         assert (defaults, sequences) == ([], [])
+    finally:
+        store.close()
+        drop()
+
+
+def test_group_members_opening_one_fresh_state_database_at_once_all_start(stack):
+    # a group's members start together on an empty database: each creates the ecst_* tables it
+    # finds missing (without a lock, all but one failed: 'relation "ecst_offsets" already exists')
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    barrier, errors, stores = threading.Barrier(6), [], []
+
+    def open_store():
+        barrier.wait()
+        try:
+            stores.append(StateStore(url))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and len(stores) == 6
+    finally:
+        for s in stores:
+            s.close()
+        drop()
+
+
+def test_a_stale_snapshot_transition_never_moves_the_snapshot_state_back_on_postgres(stack):
+    # members sharing the state commit their snapshot transitions in any order (test_store.py)
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    store = StateStore(url)
+    try:
+        pending = SnapshotState(SNAPSHOT_PENDING, 100, {0: 5, 1: 7})
+        store.apply([], {(TOPIC, 1): 7}, {TOPIC: pending})
+        store.apply([], {(TOPIC, 0): 1}, {TOPIC: SnapshotState(SNAPSHOT_RUNNING, 100)})  # stale first
+        assert store.snapshot_states()[TOPIC] == pending
+        store.mark_snapshot_complete(TOPIC)
+        store.apply([], {}, {TOPIC: pending})
+        assert store.snapshot_states()[TOPIC].state == SNAPSHOT_COMPLETE
     finally:
         store.close()
         drop()

@@ -172,3 +172,32 @@ def test_a_rejected_batch_that_created_its_table_leaves_no_stale_table_behind(st
     assert not store.has_table("users")
     store.apply([good], {(TOPIC, 0): 1})
     assert list(by_id(store)) == [1]
+
+
+@pytest.mark.parametrize("writer", ["sqlite", "sqlalchemy"])
+def test_a_stale_snapshot_transition_never_moves_the_snapshot_state_back(url, writer):
+    # Replicas sharing one state (a group's members) each read the snapshot state, then write
+    # their batch's transition: the member that read `first` may commit after the one that read
+    # `last` made the snapshot pending, or after another marked it complete. Its stale "running"
+    # (or "pending") must not replace the newer state, or the copy would never be complete.
+    from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
+
+    store = StateStore(url, writer=writer)
+    try:
+        pending = SnapshotState(SNAPSHOT_PENDING, 100, {0: 5, 1: 7})
+        store.apply([], {(TOPIC, 1): 7}, {TOPIC: pending})
+        store.apply([], {(TOPIC, 0): 1}, {TOPIC: SnapshotState(SNAPSHOT_RUNNING, 100)})  # stale first
+        assert store.snapshot_states()[TOPIC] == pending
+        store.apply([], {}, {TOPIC: SnapshotState(SNAPSHOT_PENDING, 100, {0: 6, 1: 7})})  # targets again
+        assert store.snapshot_states()[TOPIC].targets == {0: 6, 1: 7}
+        store.mark_snapshot_complete(TOPIC)
+        store.apply([], {}, {TOPIC: pending})  # stale last: complete stays complete
+        assert store.snapshot_states()[TOPIC].state == SNAPSHOT_COMPLETE
+        # a first store, and a later snapshot's first (higher position), still apply
+        other = "t.public.other"
+        store.apply([], {}, {other: SnapshotState(SNAPSHOT_RUNNING, 100)})
+        store.apply([], {}, {other: SnapshotState(SNAPSHOT_PENDING, 100, {0: 3})})
+        store.apply([], {}, {other: SnapshotState(SNAPSHOT_RUNNING, 200)})
+        assert store.snapshot_states()[other] == SnapshotState(SNAPSHOT_RUNNING, 200, {})
+    finally:
+        store.close()
