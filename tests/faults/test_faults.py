@@ -137,6 +137,7 @@ def test_poison_records_are_dead_lettered_and_nothing_good_is_lost(pipeline, out
     check(outcome, [])
 
 
+@pytest.mark.timeout(size()["soak_s"] + 900)  # the soak's own length on top of pyproject's per-test bound
 def test_soak_with_random_faults(pipeline, outcomes):
     run = size()
     p = pipeline().start()
