@@ -17,6 +17,7 @@ from ecst.consumer.config import (
     MAX_BATCH_SIZE,
     ConsumerConfig,
     check_batch_size,
+    check_host,
     check_instance_id,
     check_port,
     default_instance_id,
@@ -59,6 +60,9 @@ log = logging.getLogger("ecst.consume")
 @click.option("--fail-fast", is_flag=True, default=None,
               help="Stop at the first bad record instead of dead-lettering it.")
 @click.option("--http-port", type=int, help="Serve /healthz, /readyz, /metrics on this port.")
+@click.option("--http-host", envvar="ECST_HTTP_HOST",
+              help="Address the HTTP endpoints bind: 0.0.0.0 in a container, so that probes and "
+                   "Prometheus reach them. Default: http.host of the config file, else 127.0.0.1.")
 @click.option("--until-caught-up", is_flag=True,
               help="Exit 0 once the end offsets the topics had at start are applied.")
 @click.option("--until-ready", is_flag=True,
@@ -68,7 +72,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
             topics: tuple[str, ...], group: str | None, group_instance_id: str | None,
             bootstrap_servers: str | None, kafka_client: str | None, batch_size: int | None,
             dead_letter_topic: str | None,
-            fail_fast: bool | None, http_port: int | None, until_caught_up: bool,
+            fail_fast: bool | None, http_port: int | None, http_host: str | None, until_caught_up: bool,
             until_ready: bool) -> None:
     """Apply Debezium change events to the private state; SIGTERM finishes the batch and exits 0.
 
@@ -83,6 +87,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
     Example:
         ecst consume --state-url sqlite:///users.db --until-ready
         ecst consume -c consumer/users.yaml --http-port 8080
+        ecst consume -c consumer/users.yaml --http-host 0.0.0.0 --log-format json
     """
     # Every value is checked before anything is opened, bound or written.
     config = load_consumer_config(config_file) if config_file else ConsumerConfig()
@@ -96,7 +101,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         state_url=Secret(state_url) if state_url else None, group_id=group,
         group_instance_id=group_instance_id, bootstrap_servers=bootstrap_servers, kafka_client=kafka_client,
         batch_size=batch_size, dead_letter_topic=dead_letter_topic, fail_fast=fail_fast,
-        http_port=http_port,
+        http_port=http_port, http_host=check_host(http_host, "--http-host") if http_host else None,
     )
     if config.group_instance_id is None:
         config = config.with_(group_instance_id=default_instance_id(config.group_id))
@@ -169,7 +174,8 @@ def serve(config: ConsumerConfig, name: str, **endpoints: Any) -> StatusServer:
         elif exc.errno == errno.EACCES:
             why = "needs privileges this user does not have: choose a port above 1023"
         else:
-            why = f"cannot be served ({exc.strerror or exc}): check http.host and the port"
+            why = (f"cannot be served ({exc.strerror or exc}): check the address (--http-host, http.host "
+                   "or ECST_HTTP_HOST) and the port")
         raise ConfigError(f"{name} {config.http_port}: {where} {why}") from exc
 
 
