@@ -82,6 +82,8 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
 
     While the state store is unavailable (at start or later) the consumer waits for it, with
     /readyz answering 503 and ecst_state_store_up 0, and goes on by itself when it is back.
+    A topic that does not exist yet (its connector not applied) is waited for too, with /readyz
+    saying so; with --until-caught-up or --until-ready, for 120 s at most.
 
     \b
     Example:
@@ -140,7 +142,9 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         running.append(Consumer(store, config=config, bootstrap_servers=bootstrap, metrics=metrics,
                                 health=health, mappings_checked=True))
         try:
-            stats = running[0].run(until_caught_up=until_caught_up, until_ready=until_ready, stop=stop)
+            # A service waits for its topics as long as it takes; a one-shot run gives up after 120 s.
+            stats = running[0].run(until_caught_up=until_caught_up, until_ready=until_ready, stop=stop,
+                                   topic_timeout_s=120.0 if until_caught_up or until_ready else None)
         finally:
             store.close()
     finally:
