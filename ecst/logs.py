@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from ecst.settings import RedactingFilter, redact
+from ecst.settings import RedactingFilter, Settings, redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The attributes every LogRecord has: anything else on a record came from `extra=`.
@@ -62,6 +62,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text:
             doc["exc"] = record.exc_text
         return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+# The level each command logs at unless told otherwise: a running service says what it does.
+DEFAULT_LEVELS = {"consume": "INFO"}
+
+
+def configure_logging(settings: Settings, command: str | None) -> None:
+    """Log to stderr at the settings' level (else `command`'s default), in their format."""
+    setup_logging(settings.log_level or DEFAULT_LEVELS.get(command or "", "WARNING"), settings.log_format)
 
 
 def setup_logging(level: str, fmt: str = "text", *, kafka_level: int = logging.CRITICAL,

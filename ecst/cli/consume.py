@@ -31,7 +31,8 @@ from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore, check_state_url
 from ecst.exceptions import ConfigError
 from ecst.kafka import CLIENTS, as_settings, require_client
-from ecst.settings import Secret, Settings
+from ecst.logs import configure_logging
+from ecst.settings import LOG_FORMATS, LOG_LEVELS, Secret, Settings
 
 log = logging.getLogger("ecst.consume")
 
@@ -63,6 +64,11 @@ log = logging.getLogger("ecst.consume")
 @click.option("--http-host", envvar="ECST_HTTP_HOST",
               help="Address the HTTP endpoints bind: 0.0.0.0 in a container, so that probes and "
                    "Prometheus reach them. Default: http.host of the config file, else 127.0.0.1.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of the log lines (ECST_LOG_LEVEL); as `ecst --log-level`. Default: INFO, a line "
+                   "per applied batch.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS, case_sensitive=False),
+              help="text, or json: one JSON object a line (ECST_LOG_FORMAT); as `ecst --log-format`.")
 @click.option("--until-caught-up", is_flag=True,
               help="Exit 0 once the end offsets the topics had at start are applied.")
 @click.option("--until-ready", is_flag=True,
@@ -72,7 +78,8 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
             topics: tuple[str, ...], group: str | None, group_instance_id: str | None,
             bootstrap_servers: str | None, kafka_client: str | None, batch_size: int | None,
             dead_letter_topic: str | None,
-            fail_fast: bool | None, http_port: int | None, http_host: str | None, until_caught_up: bool,
+            fail_fast: bool | None, http_port: int | None, http_host: str | None,
+            log_level: str | None, log_format: str | None, until_caught_up: bool,
             until_ready: bool) -> None:
     """Apply Debezium change events to the private state; SIGTERM finishes the batch and exits 0.
 
@@ -91,6 +98,10 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         ecst consume -c consumer/users.yaml --http-port 8080
         ecst consume -c consumer/users.yaml --http-host 0.0.0.0 --log-format json
     """
+    if log_level or log_format:  # given after the command: they win over the root's
+        settings = settings.with_(log_level=log_level or settings.log_level,
+                                  log_format=log_format or settings.log_format)
+        configure_logging(settings, "consume")
     # Every value is checked before anything is opened, bound or written.
     config = load_consumer_config(config_file) if config_file else ConsumerConfig()
     if batch_size is not None:
@@ -189,7 +200,10 @@ def why_nothing(topics: list[str], stats: RunStats) -> list[str]:
     for topic in topics:
         if stats.by_topic.get(topic):
             continue
-        if topic in stats.empty_at_start:
+        if topic in stats.missing:
+            lines.append(f"topic {topic} does not exist: stopped while waiting for it (is its connector "
+                         "applied and running? `ecst connectors status`)")
+        elif topic in stats.empty_at_start:
             lines.append(
                 f"Warning: topic {topic} holds no records, so nothing was applied from it: if its table "
                 "has rows, its connector is not producing them, usually because its task FAILED (see "

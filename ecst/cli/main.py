@@ -16,7 +16,7 @@ from ecst.cli.rebootstrap import rebootstrap
 from ecst.cli.stack import stack
 from ecst.cli.state import status, verify
 from ecst.exceptions import ConnectorFailedError, EcstError
-from ecst.logs import setup_logging
+from ecst.logs import configure_logging
 from ecst.settings import LOG_FORMATS, LOG_LEVELS, Settings, redact
 
 
@@ -34,16 +34,6 @@ class EcstGroup(click.Group):
         except EcstError as exc:
             click.echo(redact(f"Error: {exc}"), err=True)
             sys.exit(1)
-
-
-# The level each command logs at unless told otherwise: a running service says what it does.
-DEFAULT_LEVELS = {"consume": "INFO"}
-
-
-def configure_logging(settings: Settings, command: str | None) -> None:
-    """Log to stderr at the settings' level (else the command's default), in their format."""
-    level = settings.log_level or DEFAULT_LEVELS.get(command or "", "WARNING")
-    setup_logging(level, settings.log_format)
 
 
 @click.group(cls=EcstGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -79,6 +79,7 @@ class RunStats:
     # that held no record at all when the run started (e.g. their connector's task failed).
     by_topic: dict[str, int] = field(default_factory=dict)
     empty_at_start: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)  # topics still missing when the run was stopped
 
     def count(self, items: list[Decoded], stats: ApplyStats, ignored: int, metrics: Metrics) -> None:
         self.batches += 1
@@ -200,6 +201,7 @@ class Consumer:
                 group.find_topics, stop=stop, idle=lambda seconds: self._idle(seconds, stop),
                 timeout_s=topic_timeout_s, on_missing=self._topics_missing)
             if partitions is None:
+                self.stats.missing = list(self._missing)
                 return self.stats  # stopped while a topic was missing
             if not self.mappings_checked:
                 check_mappings(self.config, self.kafka)

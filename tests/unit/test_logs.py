@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from ecst.cli.main import cli, configure_logging
+from ecst.cli.main import cli
 from ecst.consumer.runner import log_batch
 from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError
-from ecst.logs import setup_logging
+from ecst.logs import configure_logging, setup_logging
 from ecst.settings import Secret, Settings
 
 
@@ -121,3 +121,19 @@ def test_each_applied_batch_is_one_info_line_with_its_counts_offsets_and_time(ca
         "p.public.users[0]=12 p.public.users[1]=40; 12 ms")
     assert (record.records, record.upserts, record.deletes, record.stale, record.ms) == (11, 8, 2, 1, 12.3)
     assert record.offsets == {"p.public.users[0]": 12, "p.public.users[1]": 40}
+
+
+def test_the_options_also_work_after_consume(tmp_path):
+    ecst = logging.getLogger("ecst")
+    before = ecst.level
+    try:
+        args = ["consume", "--log-level", "error", "--log-format", "json",
+                "--state-url", f"sqlite:///{tmp_path / 's.db'}", "--batch-size", "0"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and result.output.startswith("Error: --batch-size: 0")
+        assert ecst.level == logging.ERROR
+        [handler] = [h for h in logging.getLogger().handlers if getattr(h, "_ecst", False)]
+        assert type(handler.formatter).__name__ == "JsonFormatter"
+    finally:
+        ecst.setLevel(before)
+        configure_logging(Settings.from_env({}), "status")

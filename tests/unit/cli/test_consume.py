@@ -17,6 +17,13 @@ def test_a_line_for_each_topic_that_yielded_nothing_saying_why():
     assert lines[1] == "topic p.public.orders: no new records after the offsets stored in the state"
 
 
+def test_a_run_stopped_while_waiting_for_a_topic_says_so():
+    stats = RunStats(missing=["p.public.orders"])
+    assert why_nothing(["p.public.orders"], stats) == [
+        "topic p.public.orders does not exist: stopped while waiting for it (is its connector applied and "
+        "running? `ecst connectors status`)"]
+
+
 # -- bad input: one `Error:` line naming the option or key, a non-zero exit, nothing written ---------
 
 def consume(tmp_path, *args):

@@ -1,6 +1,8 @@
 """The consumer's readiness and its checks, without Kafka (the loop itself runs on the real
 stack: tests/integration/test_consumer_service.py)."""
 
+import threading
+
 import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError
@@ -140,3 +142,13 @@ def test_a_service_waits_for_a_missing_topic_saying_so_then_starts(store, monkey
     assert consumer.not_ready_reason() is None  # the topic exists: `always` is ready
     assert consumer.metrics.value("ecst_topic_present", topic="t") == 1.0
     assert kafka.polls >= 2  # and the loop ran
+
+
+def test_a_service_stopped_while_it_waits_for_a_topic_says_which(store, monkeypatch):
+    kafka = _LateTopicKafka(late=10**6)
+    monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: kafka)
+    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1")
+    stop = threading.Event()
+    monkeypatch.setattr(consumer, "_idle", lambda seconds, _stop: stop.set())
+    stats = consumer.run(topic_timeout_s=None, stop=stop)
+    assert stats.missing == ["t"] and stats.batches == 0 and kafka.polls == 1  # never polled
