@@ -98,6 +98,29 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", url)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+def check_log_level(value: str, name: str) -> str:
+    """A log level name (any case), else a ConfigError naming `name` (a variable or an option)."""
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}={value!r}: not a log level: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def check_log_format(value: str, name: str) -> str:
+    """`text` or `json` (any case), else a ConfigError naming `name`."""
+    fmt = value.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"{name}={value!r}: not a log format: use text or json (one JSON object a line)")
+    return fmt
+
+
+_CHECKS = {"log_level": check_log_level, "log_format": check_log_format}
+
+
 def _project_dir() -> Path:
     """The checkout that holds `deploy/pom.xml`: ECST_PROJECT_DIR, else this package's parent."""
     env = os.environ.get("ECST_PROJECT_DIR")
@@ -121,6 +144,9 @@ class Settings:
     producer_url: Secret | None = None
     state_url: Secret | None = None
     group_id: str = "ecst-consumer"
+    # None: the command's own default (`ecst consume`: INFO, the others: WARNING); see ecst.logs
+    log_level: str | None = None
+    log_format: str = "text"
 
     # Environment variable for each field; the value is parsed with the field's type.
     ENV = {
@@ -134,6 +160,8 @@ class Settings:
         "producer_url": "ECST_PRODUCER_URL",
         "state_url": "ECST_STATE_URL",
         "group_id": "ECST_GROUP_ID",
+        "log_level": "ECST_LOG_LEVEL",
+        "log_format": "ECST_LOG_FORMAT",
     }
 
     @classmethod
@@ -184,6 +212,8 @@ class Settings:
 
 
 def _parse(name: str, var: str, raw: str, type_name: str) -> Any:
+    if name in _CHECKS:
+        return _CHECKS[name](raw, var)
     if "Secret" in type_name:
         return Secret(raw)
     if "Path" in type_name:

@@ -17,6 +17,7 @@ from ecst.consumer.config import (
     MAX_BATCH_SIZE,
     ConsumerConfig,
     check_batch_size,
+    check_host,
     check_instance_id,
     check_port,
     default_instance_id,
@@ -30,7 +31,8 @@ from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore, check_state_url
 from ecst.exceptions import ConfigError
 from ecst.kafka import CLIENTS, as_settings, require_client
-from ecst.settings import Secret, Settings
+from ecst.logs import configure_logging
+from ecst.settings import LOG_FORMATS, LOG_LEVELS, Secret, Settings
 
 log = logging.getLogger("ecst.consume")
 
@@ -59,6 +61,14 @@ log = logging.getLogger("ecst.consume")
 @click.option("--fail-fast", is_flag=True, default=None,
               help="Stop at the first bad record instead of dead-lettering it.")
 @click.option("--http-port", type=int, help="Serve /healthz, /readyz, /metrics on this port.")
+@click.option("--http-host", envvar="ECST_HTTP_HOST",
+              help="Address the HTTP endpoints bind: 0.0.0.0 in a container, so that probes and "
+                   "Prometheus reach them. Default: http.host of the config file, else 127.0.0.1.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of the log lines (ECST_LOG_LEVEL); as `ecst --log-level`. Default: INFO, a line "
+                   "per applied batch.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS, case_sensitive=False),
+              help="text, or json: one JSON object a line (ECST_LOG_FORMAT); as `ecst --log-format`.")
 @click.option("--until-caught-up", is_flag=True,
               help="Exit 0 once the end offsets the topics had at start are applied.")
 @click.option("--until-ready", is_flag=True,
@@ -68,7 +78,8 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
             topics: tuple[str, ...], group: str | None, group_instance_id: str | None,
             bootstrap_servers: str | None, kafka_client: str | None, batch_size: int | None,
             dead_letter_topic: str | None,
-            fail_fast: bool | None, http_port: int | None, until_caught_up: bool,
+            fail_fast: bool | None, http_port: int | None, http_host: str | None,
+            log_level: str | None, log_format: str | None, until_caught_up: bool,
             until_ready: bool) -> None:
     """Apply Debezium change events to the private state; SIGTERM finishes the batch and exits 0.
 
@@ -78,12 +89,19 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
 
     While the state store is unavailable (at start or later) the consumer waits for it, with
     /readyz answering 503 and ecst_state_store_up 0, and goes on by itself when it is back.
+    A topic that does not exist yet (its connector not applied) is waited for too, with /readyz
+    saying so; with --until-caught-up or --until-ready, for 120 s at most.
 
     \b
     Example:
         ecst consume --state-url sqlite:///users.db --until-ready
         ecst consume -c consumer/users.yaml --http-port 8080
+        ecst consume -c consumer/users.yaml --http-host 0.0.0.0 --log-format json
     """
+    if log_level or log_format:  # given after the command: they win over the root's
+        settings = settings.with_(log_level=log_level or settings.log_level,
+                                  log_format=log_format or settings.log_format)
+        configure_logging(settings, "consume")
     # Every value is checked before anything is opened, bound or written.
     config = load_consumer_config(config_file) if config_file else ConsumerConfig()
     if batch_size is not None:
@@ -96,7 +114,7 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         state_url=Secret(state_url) if state_url else None, group_id=group,
         group_instance_id=group_instance_id, bootstrap_servers=bootstrap_servers, kafka_client=kafka_client,
         batch_size=batch_size, dead_letter_topic=dead_letter_topic, fail_fast=fail_fast,
-        http_port=http_port,
+        http_port=http_port, http_host=check_host(http_host, "--http-host") if http_host else None,
     )
     if config.group_instance_id is None:
         config = config.with_(group_instance_id=default_instance_id(config.group_id))
@@ -135,7 +153,9 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         running.append(Consumer(store, config=config, bootstrap_servers=bootstrap, metrics=metrics,
                                 health=health, mappings_checked=True))
         try:
-            stats = running[0].run(until_caught_up=until_caught_up, until_ready=until_ready, stop=stop)
+            # A service waits for its topics as long as it takes; a one-shot run gives up after 120 s.
+            stats = running[0].run(until_caught_up=until_caught_up, until_ready=until_ready, stop=stop,
+                                   topic_timeout_s=120.0 if until_caught_up or until_ready else None)
         finally:
             store.close()
     finally:
@@ -169,7 +189,8 @@ def serve(config: ConsumerConfig, name: str, **endpoints: Any) -> StatusServer:
         elif exc.errno == errno.EACCES:
             why = "needs privileges this user does not have: choose a port above 1023"
         else:
-            why = f"cannot be served ({exc.strerror or exc}): check http.host and the port"
+            why = (f"cannot be served ({exc.strerror or exc}): check the address (--http-host, http.host "
+                   "or ECST_HTTP_HOST) and the port")
         raise ConfigError(f"{name} {config.http_port}: {where} {why}") from exc
 
 
@@ -179,7 +200,10 @@ def why_nothing(topics: list[str], stats: RunStats) -> list[str]:
     for topic in topics:
         if stats.by_topic.get(topic):
             continue
-        if topic in stats.empty_at_start:
+        if topic in stats.missing:
+            lines.append(f"topic {topic} does not exist: stopped while waiting for it (is its connector "
+                         "applied and running? `ecst connectors status`)")
+        elif topic in stats.empty_at_start:
             lines.append(
                 f"Warning: topic {topic} holds no records, so nothing was applied from it: if its table "
                 "has rows, its connector is not producing them, usually because its task FAILED (see "

@@ -16,7 +16,8 @@ from ecst.cli.rebootstrap import rebootstrap
 from ecst.cli.stack import stack
 from ecst.cli.state import status, verify
 from ecst.exceptions import ConnectorFailedError, EcstError
-from ecst.settings import RedactingFilter, Settings, redact
+from ecst.logs import configure_logging
+from ecst.settings import LOG_FORMATS, LOG_LEVELS, Settings, redact
 
 
 class EcstGroup(click.Group):
@@ -35,26 +36,20 @@ class EcstGroup(click.Group):
             sys.exit(1)
 
 
-def setup_logging(verbose: int) -> None:
-    """Log to stderr, every line redacted; ecst's own loggers at WARNING unless -v."""
-    level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for handler in logging.getLogger().handlers:  # no secret reaches a log line
-        handler.addFilter(RedactingFilter())
-    # kafka-python logs every refused connection at ERROR; ecst reports what matters itself.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose > 2 else logging.CRITICAL)
-    logging.getLogger("ecst").setLevel(level if verbose else logging.WARNING)
-
-
 @click.group(cls=EcstGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ecst")
 @click.option("--home", type=click.Path(file_okay=False), envvar="ECST_HOME",
               help="Folder of the local stack (jars, logs, data). Default: ./.ecst")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Level of ecst's log lines (ECST_LOG_LEVEL). Default: INFO for `ecst consume` (a "
+                   "line per batch), WARNING for the other commands.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS, case_sensitive=False),
+              help="Log lines as text, or as JSON objects with ts, level, logger, message and fields "
+                   "(ECST_LOG_FORMAT). Default: text.")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, home: str | None, verbose: int, log_level: str | None,
+        log_format: str | None) -> None:
     """ecst: keep a private copy of another service's table, built from Debezium change events.
 
     \b
@@ -62,9 +57,14 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
         ecst stack up
         ecst connectors apply -f connectors/users.yaml
         ecst consume --until-caught-up
+        ecst --log-format json consume -c consumer/users.yaml --http-port 8080
     """
-    setup_logging(verbose)
-    ctx.obj = Settings.from_env(home=home)
+    if log_level is None and verbose:  # -v, -vv: a shorthand for --log-level
+        log_level = "INFO" if verbose == 1 else "DEBUG"
+    ctx.obj = Settings.from_env(home=home, log_level=log_level, log_format=log_format)
+    configure_logging(ctx.obj, ctx.invoked_subcommand)
+    if verbose > 2:  # -vvv: kafka-python's own lines too
+        logging.getLogger("kafka").setLevel(logging.DEBUG)
 
 
 for command in (stack, connectors, consume, rebootstrap, status, verify, demo):

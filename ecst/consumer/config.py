@@ -28,6 +28,7 @@ is loaded; a mistake names the file and the key (the CLI checks its options the 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -49,6 +50,7 @@ DEFAULT_TOPIC = "producer.public.users"  # what connectors/users.yaml writes
 # A batch is held in memory and written in one transaction: beyond this, memory grows and a
 # rejected batch redoes more work for no gain (the per-batch overhead is already amortised).
 MAX_BATCH_SIZE = 100_000
+_HOST = re.compile(r"[A-Za-z0-9._:%-]+")  # a host name, an IPv4 or IPv6 address; no scheme, no port
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's rule for group.instance.id
 
 
@@ -120,6 +122,16 @@ def check_port(value: Any, name: str) -> int:
     return value
 
 
+def check_host(value: Any, name: str) -> str:
+    """An address to bind (a host name or an IP address; 0.0.0.0 for every interface), else a
+    ConfigError naming `name`."""
+    host = value[1:-1] if isinstance(value, str) and value[:1] == "[" and value[-1:] == "]" else value
+    if not isinstance(host, str) or not _HOST.fullmatch(host) or (":" in host and not _is_ipv6(host)):
+        raise ConfigError(f"{name}: {value!r} is not an address to bind: use a host name or an IP address "
+                          "(127.0.0.1: this machine only; 0.0.0.0: every interface, as in a container)")
+    return host
+
+
 def check_retention(value: Any, name: str) -> float:
     """A finite number of hours >= 0, else a ConfigError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
@@ -157,6 +169,13 @@ def check_config(config: ConsumerConfig) -> ConsumerConfig:
     if config.kafka_client is not None:
         check_client(config.kafka_client, "kafka.client")
     return config
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).version == 6
+    except ValueError:
+        return False
 
 
 def _is_int(value: Any) -> bool:
@@ -253,7 +272,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
         out["tombstone_retention_hours"] = check_retention(doc["tombstone_retention_hours"],
                                                            f"{where}: tombstone_retention_hours")
     if "host" in http:
-        out["http_host"] = _expect(f"{where}: http.host", http["host"], str, "a host")
+        out["http_host"] = check_host(http["host"], f"{where}: http.host")
     if http.get("port") is not None:
         out["http_port"] = check_port(http["port"], f"{where}: http.port")
     return ConsumerConfig(**out)

@@ -20,7 +20,7 @@ from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import Backoff, StoreHealth
 from ecst.consumer.store import StateStore
-from ecst.exceptions import StackError, StateStoreUnavailableError
+from ecst.exceptions import StateStoreUnavailableError
 
 log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
@@ -117,24 +117,24 @@ class GroupReader:
         self._present: dict[str, bool] = {}
 
     # -- start --------------------------------------------------------------------------
-    def wait_for_topics(self, timeout_s: float) -> list[TopicPartition]:
-        """Every partition of the configured topics, once they all exist."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            missing, partitions = [], []
-            for topic in self.topics:
-                ids = self.consumer.partitions_for_topic(topic)
-                if not ids:
-                    missing.append(topic)
-                else:
-                    partitions += [TopicPartition(topic, p) for p in sorted(ids)]
-            if not missing:
-                return partitions
-            if time.monotonic() > deadline:
-                raise StackError(f"topic(s) {', '.join(missing)} do not exist after {timeout_s:.0f} s: "
-                                 "is the connector running? (`ecst connectors status`)")
-            time.sleep(0.5)
+    def find_topics(self) -> tuple[list[TopicPartition], list[str]]:
+        """Every partition of the configured topics that exist, and the names of those that do not
+        (the metadata is refreshed first when one is missing, so a topic just created is seen)."""
+        partitions, missing = self._lookup()
+        if missing:
             self.consumer.topics()  # refresh metadata
+            partitions, missing = self._lookup()
+        return partitions, missing
+
+    def _lookup(self) -> tuple[list[TopicPartition], list[str]]:
+        missing, partitions = [], []
+        for topic in self.topics:
+            ids = self.consumer.partitions_for_topic(topic)
+            if not ids:
+                missing.append(topic)
+            else:
+                partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+        return partitions, missing
 
     def offsets_at_start(self, partitions: list[TopicPartition]) -> tuple[Offsets, Offsets]:
         """(beginning, end) offsets of `partitions` now."""

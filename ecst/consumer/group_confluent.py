@@ -28,7 +28,7 @@ from ecst.consumer.group import topic_presence
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import Backoff, StoreHealth
 from ecst.consumer.store import StateStore
-from ecst.exceptions import ConfigError, KafkaUnavailableError, StackError, StateStoreUnavailableError
+from ecst.exceptions import ConfigError, KafkaUnavailableError, StateStoreUnavailableError
 
 try:
     import confluent_kafka as ck
@@ -163,22 +163,15 @@ class ConfluentGroupReader:
             return []
         return sorted(meta.partitions)
 
-    def wait_for_topics(self, timeout_s: float) -> list[Partition]:
-        """Every partition of the configured topics, once they all exist."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            missing, partitions = [], []
-            for topic in self.topics:
-                ids = self._partitions(topic)
-                if not ids:
-                    missing.append(topic)
-                partitions += [(topic, p) for p in ids]
-            if not missing:
-                return partitions
-            if time.monotonic() > deadline:
-                raise StackError(f"topic(s) {', '.join(missing)} do not exist after {timeout_s:.0f} s: "
-                                 "is the connector running? (`ecst connectors status`)")
-            time.sleep(0.5)
+    def find_topics(self) -> tuple[list[Partition], list[str]]:
+        """Every partition of the configured topics that exist, and the names of those that do not."""
+        missing, partitions = [], []
+        for topic in self.topics:
+            ids = self._partitions(topic)
+            if not ids:
+                missing.append(topic)
+            partitions += [(topic, p) for p in ids]
+        return partitions, missing
 
     def _watermarks(self, parts: list[Partition]) -> tuple[Offsets, Offsets]:
         begins, ends = {}, {}

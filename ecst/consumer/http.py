@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ecst.consumer.metrics import Metrics
+from ecst.consumer.metrics import CONTENT_TYPE, Metrics
 
 
 class StatusServer:
@@ -27,7 +27,7 @@ class StatusServer:
                     why = outer.not_ready()
                     self._send(503 if why else 200, f"not ready: {why}\n" if why else "ready\n")
                 elif self.path == "/metrics":
-                    self._send(200, outer.metrics.render(), "text/plain; version=0.0.4")
+                    self._send(200, outer.metrics.render(), CONTENT_TYPE)
                 else:
                     self._send(404, "try /healthz, /readyz or /metrics\n")
 

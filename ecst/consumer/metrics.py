@@ -1,24 +1,39 @@
-"""The consumer's metrics, rendered in the Prometheus text format, with no dependency."""
+"""The consumer's metrics, exported through prometheus_client: ecst's own families (the names
+below, stable: dashboards and alerts read them), `ecst_build_info`, and the client's process and
+Python collectors (`process_*`, `python_*`).
+
+Each `Metrics` has its own registry (a process may run several consumers, e.g. a rebuild beside
+the live one, and tests make many). ecst's families are kept here and handed to the registry by a
+collector at each scrape, so that a family's labels need no declaring ahead (a topic, a table and
+an op are known only once seen) and `value()` reads back what was set.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ecst import __version__
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                    for k, v in labels)
-    return "{" + body + "}"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the text format generate_latest writes
 
 
 class Metrics:
     """Counters, gauges and one histogram, safe to update from the consumer thread and read
-    from the HTTP thread."""
+    from the HTTP thread; `render()` is the body of a /metrics scrape."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -27,6 +42,13 @@ class Metrics:
         self.hist_counts: dict[float, int] = {b: 0 for b in BUCKETS}
         self.hist_sum = 0.0
         self.hist_n = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_EcstCollector(self))
+        Info("ecst_build", "The running ecst's version.", registry=self.registry).info(
+            {"version": __version__})
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     HELP = {
         "ecst_events_applied_total": ("counter", "Change events written to the state, by op and table."),
@@ -70,18 +92,34 @@ class Metrics:
             return self.counters.get(name, {}).get(key, self.gauges.get(name, {}).get(key, 0.0))
 
     def render(self) -> str:
-        lines: list[str] = []
+        """The Prometheus text format (0.0.4) of every family of this registry."""
+        return generate_latest(self.registry).decode()
+
+    def families(self) -> Iterator[Metric]:
+        """ecst's own families, as prometheus_client hands them to a scrape."""
         with self._lock:
             for name, (kind, text) in self.HELP.items():
-                series = self.counters.get(name) if kind == "counter" else self.gauges.get(name)
-                lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                for labels, v in sorted((series or {}).items()):
-                    lines.append(f"{name}{_labels(labels)} {v:g}")
-            name = "ecst_batch_seconds"
-            lines += [f"# HELP {name} Time to apply one batch in one transaction.",
-                      f"# TYPE {name} histogram"]
-            for b in BUCKETS:
-                lines.append(f'{name}_bucket{{le="{b:g}"}} {self.hist_counts[b]}')
-            lines += [f'{name}_bucket{{le="+Inf"}} {self.hist_n}', f"{name}_sum {self.hist_sum:g}",
-                      f"{name}_count {self.hist_n}"]
-        return "\n".join(lines) + "\n"
+                series = self.counters if kind == "counter" else self.gauges
+                labelled = dict(series.get(name, {}))
+                names = sorted({k for labels in labelled for k, _ in labels})
+                make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = make(name, text, labels=names)
+                for labels, value in sorted(labelled.items()):
+                    given = dict(labels)
+                    family.add_metric([given.get(k, "") for k in names], value)
+                yield family
+            histogram = HistogramMetricFamily("ecst_batch_seconds",
+                                              "Time to apply one batch in one transaction.")
+            buckets = [(f"{b:g}", float(self.hist_counts[b])) for b in BUCKETS]
+            histogram.add_metric([], [*buckets, ("+Inf", float(self.hist_n))], self.hist_sum)
+            yield histogram
+
+
+class _EcstCollector(Collector):
+    """Hands a `Metrics`' own families to its registry at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self.metrics.families()

@@ -7,9 +7,10 @@ Offsets are keyed by `(topic, partition)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SnapshotState
+from ecst.consumer.topicwait import waiting_reason
 
 Offsets = Mapping[tuple[str, int], int]
 
@@ -20,11 +21,15 @@ def snapshot_applied(topics: Iterable[str], snapshots: Mapping[str, SnapshotStat
 
 
 def not_ready_reason(policy: str, *, store_up: bool, caught_up_once: bool,
-                     topics: Iterable[str], snapshots: Mapping[str, SnapshotState]) -> str | None:
+                     topics: Iterable[str], snapshots: Mapping[str, SnapshotState],
+                     missing: Sequence[str] = ()) -> str | None:
     """Why /readyz answers 503 under `policy` (`snapshot`, `caught-up` or `always`), or None
-    when ready. Never ready while the state store is unavailable."""
+    when ready. Never ready while the state store is unavailable, nor while a topic is `missing`
+    (the consumer waits for it to be created)."""
     if not store_up:
         return "state store unavailable"
+    if missing:
+        return waiting_reason(list(missing))
     if policy == "always":
         return None
     if policy == "caught-up":

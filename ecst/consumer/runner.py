@@ -38,7 +38,7 @@ from kafka.errors import FencedInstanceIdError, KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ecst import kafka
-from ecst.consumer import readiness
+from ecst.consumer import readiness, topicwait
 from ecst.consumer.chores import Chores
 from ecst.consumer.config import ConsumerConfig, check_config
 from ecst.consumer.deadletter import DeadLetters, where
@@ -79,6 +79,7 @@ class RunStats:
     # that held no record at all when the run started (e.g. their connector's task failed).
     by_topic: dict[str, int] = field(default_factory=dict)
     empty_at_start: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)  # topics still missing when the run was stopped
 
     def count(self, items: list[Decoded], stats: ApplyStats, ignored: int, metrics: Metrics) -> None:
         self.batches += 1
@@ -156,6 +157,7 @@ class Consumer:
         self._caught_up_once = False
         self._streamed: set[str] = set()  # topics where a streamed (non-snapshot) change was read
         self._cold: list[str] = []  # topics started without stored offsets, not decided yet
+        self._missing: list[str] = []  # topics that did not exist at the latest look (at start)
         self.chores = Chores(store, self.metrics, self.topics, self.config.tombstone_retention_hours)
         # Poll and decode the next batch while this one is applied (see the module's docstring). By
         # default only for PostgreSQL: its apply waits for the server, while SQLite's executemany takes
@@ -177,12 +179,15 @@ class Consumer:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, *, until_caught_up: bool = False, until_ready: bool = False,
-            stop: threading.Event | None = None, topic_timeout_s: float = 120.0,
+            stop: threading.Event | None = None, topic_timeout_s: float | None = 120.0,
             on_batch: Callable[[ApplyStats], None] | None = None) -> RunStats:
         """Consume until `stop` is set, or (with `until_caught_up`) until every partition's
         applied offset reaches the end offset the topic had when the run started, or (with
         `until_ready`) until every topic's snapshot has been completely applied, or until the
-        policy's `until()` returns True."""
+        policy's `until()` returns True.
+
+        Topics that do not exist yet are waited for (`topicwait`, /readyz saying so) for
+        `topic_timeout_s`, then a StackError; None waits until `stop` (a service)."""
         stop = stop or threading.Event()
         group = open_reader(self.kafka, self.config, self.store, self.health, client_id=self.client_id,
                             poll_timeout_ms=self.poll_timeout_ms, alive=self._alive,
@@ -192,7 +197,12 @@ class Consumer:
         if self.overlap:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecst-apply")
         try:
-            partitions = group.wait_for_topics(topic_timeout_s)
+            partitions = topicwait.wait_for_topics(
+                group.find_topics, stop=stop, idle=lambda seconds: self._idle(seconds, stop),
+                timeout_s=topic_timeout_s, on_missing=self._topics_missing)
+            if partitions is None:
+                self.stats.missing = list(self._missing)
+                return self.stats  # stopped while a topic was missing
             if not self.mappings_checked:
                 check_mappings(self.config, self.kafka)
             beginnings, targets = group.offsets_at_start(partitions)
@@ -366,9 +376,7 @@ class Consumer:
         newest = max((d.event.ts_ms for d in items if d.event and d.event.ts_ms), default=None)
         if newest:
             self.metrics.set("ecst_replication_delay_seconds", max(0.0, time.time() - newest / 1000))
-        log.info("applied batch of %d records (%s, %d ignored, %d stale, %d dead-lettered) in %.0f ms",
-                 len(items), " ".join(f"{op}={n}" for op, n in sorted(stats.by_op.items())) or "no changes",
-                 ignored, stats.stale, bad, took * 1000)
+        log_batch(items, stats, batch.offsets, ignored, bad, took)
         if on_batch is not None:
             on_batch(stats)
         return batch
@@ -460,6 +468,12 @@ class Consumer:
             log.warning("Kafka reachable again after %.0f s: reading on from the state's offsets",
                         time.monotonic() - started)
 
+    def _topics_missing(self, missing: list[str]) -> None:
+        """At start, after each look for the topics: /readyz and ecst_topic_present tell which are missing."""
+        self._missing = list(missing)
+        for topic in self.topics:
+            self.metrics.set("ecst_topic_present", 0.0 if topic in missing else 1.0, topic=topic)
+
     def _alive(self) -> None:
         self.last_loop = time.monotonic()
 
@@ -504,7 +518,7 @@ class Consumer:
         """Why /readyz answers 503, or None when ready."""
         return readiness.not_ready_reason(self.config.readiness, store_up=self.health.up,
                                           caught_up_once=self._caught_up_once, topics=self.topics,
-                                          snapshots=self.snapshots)
+                                          snapshots=self.snapshots, missing=self._missing)
 
     def healthy(self, stall_s: float = 120.0) -> bool:
         """Liveness: the loop turned within `stall_s` (it also turns while it waits for an
@@ -514,6 +528,22 @@ class Consumer:
     def observe_rebuild(self) -> None:
         """Export the progress of a rebuild of this state as gauges (see `Chores`)."""
         self.chores.observe_rebuild()
+
+
+def log_batch(items: list[Decoded], stats: ApplyStats, offsets: Offsets, ignored: int, bad: int,
+              took: float) -> None:
+    """The INFO line of one applied batch: what it did, the next offset of each partition it moved,
+    and how long its apply took; the same as structured fields (in a JSON log line)."""
+    ops = dict(sorted(stats.by_op.items()))
+    deletes = ops.get("d", 0)
+    upserts = sum(n for op, n in ops.items() if op in ("c", "u", "r"))
+    next_offsets = {f"{t}[{p}]": o for (t, p), o in sorted(offsets.items())}
+    log.info("applied batch: %d records, %d upserts, %d deletes, %d stale, %d ignored, %d dead-lettered; "
+             "next offsets %s; %.0f ms", len(items), upserts, deletes, stats.stale, ignored, bad,
+             " ".join(f"{k}={o}" for k, o in next_offsets.items()) or "-", took * 1000,
+             extra={"records": len(items), "upserts": upserts, "deletes": deletes, "stale": stats.stale,
+                    "ignored": ignored, "dead_lettered": bad, "ops": ops, "offsets": next_offsets,
+                    "ms": round(took * 1000, 1)})
 
 
 def progress(stored: Offsets, positions: Offsets) -> Offsets:

@@ -150,7 +150,8 @@ def test_reposition_and_resume_go_back_to_the_stored_offsets(capture, tmp_path):
     reader = ConfluentGroupReader(settings, config, store, StoreHealth(Metrics()), client_id="t",
                                   poll_timeout_ms=500, alive=lambda: None)
     try:
-        parts = reader.wait_for_topics(30)
+        parts, missing = reader.find_topics()
+        assert not missing
         reader.subscribe()
         early = []
         for _ in range(60):  # until the group has formed and assigned every partition

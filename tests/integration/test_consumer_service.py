@@ -1,5 +1,6 @@
 """The consumer as a service on the real stack: kill -9 at random moments, dead-letter topic,
-fail-fast, SIGTERM, and the /healthz, /readyz and /metrics endpoints."""
+fail-fast, SIGTERM, the /healthz, /readyz and /metrics endpoints, and a topic created after the
+consumer started."""
 
 import json
 import os
@@ -394,3 +395,53 @@ def test_two_processes_with_one_group_instance_id_the_fenced_one_stops_with_one_
         f"Error: another consumer joined group 'svc-{capture.uid}' with this one's group instance id "
         "'users-0', so Kafka fenced this one: give each process its own (--group-instance-id, "
         "kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)"), err
+
+
+def test_a_service_started_before_its_topic_waits_for_it_and_logs_json(capture, tmp_path):
+    """The connector is applied after the consumer started: the consumer waits for the topic (no
+    timeout in service mode), /readyz says which topic it waits for, and once the connector runs
+    the copy becomes ready. Its log is JSON lines, one per applied batch."""
+    port = free_port()
+    capture.create(rows=500)
+    log_file = tmp_path / "consumer.log"
+    with open(log_file, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ecst", "--log-format", "json", "consume", "--state-url",
+             f"sqlite:///{tmp_path / 'state.db'}", "--topic", capture.topic, "--bootstrap-servers",
+             capture.stack.bootstrap, "--group", f"late-{capture.uid}", "--http-port", str(port),
+             "--http-host", "0.0.0.0", "--batch-size", "100"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def logged():
+        return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+
+    def looks():
+        return [r for r in logged() if r["message"].startswith("still waiting for topic")]
+
+    try:
+        waiting = (503, f"not ready: waiting for topic {capture.topic}\n")
+        wait_for(lambda: get(f"{base}/readyz") == waiting, 60, proc, "/readyz naming the missing topic")
+        wait_for(lambda: len(looks()) >= 3, 60, proc, "three looks for the topic")
+        assert get(f"{base}/readyz") == waiting and get(f"{base}/healthz") == (200, "ok\n")
+        assert metric(base, f'ecst_topic_present{{topic="{capture.topic}"}}') == 0.0
+
+        capture.apply()  # the connector, late: its snapshot creates the topic
+        wait_for(lambda: get(f"{base}/readyz") == (200, "ready\n"), 120, proc, "readiness")
+        assert metric(base, f'ecst_topic_present{{topic="{capture.topic}"}}') == 1.0
+        status, text = get(f"{base}/metrics")
+        assert status == 200 and "ecst_build_info{version=" in text
+        assert "process_resident_memory_bytes" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, log_file.read_text()[-3000:]
+    assert "r=500" in out
+    records = logged()
+    first = next(r for r in records if "do not exist yet" in r["message"])
+    assert first["level"] == "WARNING" and capture.topic in first["message"]
+    assert {"ts", "level", "logger", "message"} <= set(first)
+    batches = [r for r in records if r["message"].startswith("applied batch:")]
+    assert batches and all(r["level"] == "INFO" and r["logger"] == "ecst.consumer.runner" for r in batches)
+    assert sum(r["records"] for r in batches) >= 500 and sum(r["upserts"] for r in batches) == 500
+    assert all(set(r["offsets"]) <= {f"{capture.topic}[{p}]" for p in range(16)} for r in batches)

@@ -37,7 +37,7 @@ PARTITIONS = 6
 ROWS = 5000
 BATCH = 250
 ASSIGNED = re.compile(r"partitions assigned: (.*)$")
-APPLIED = re.compile(r"applied batch of (\d+) records")
+APPLIED = re.compile(r"applied batch: (\d+) records")
 
 
 @pytest.fixture

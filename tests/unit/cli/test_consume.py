@@ -17,6 +17,13 @@ def test_a_line_for_each_topic_that_yielded_nothing_saying_why():
     assert lines[1] == "topic p.public.orders: no new records after the offsets stored in the state"
 
 
+def test_a_run_stopped_while_waiting_for_a_topic_says_so():
+    stats = RunStats(missing=["p.public.orders"])
+    assert why_nothing(["p.public.orders"], stats) == [
+        "topic p.public.orders does not exist: stopped while waiting for it (is its connector applied and "
+        "running? `ecst connectors status`)"]
+
+
 # -- bad input: one `Error:` line naming the option or key, a non-zero exit, nothing written ---------
 
 def consume(tmp_path, *args):
@@ -46,6 +53,9 @@ def config_file(tmp_path, text):
      "transaction)"),
     (["--http-port", "999999"], "Error: --http-port: 999999 is not a TCP port: use a number from 1 to 65535"),
     (["--http-port", "0"], "Error: --http-port: 0 is not a TCP port: use a number from 1 to 65535"),
+    (["--http-host", "http://0.0.0.0"], "Error: --http-host: 'http://0.0.0.0' is not an address to bind: "
+     "use a host name or an IP address (127.0.0.1: this machine only; 0.0.0.0: every interface, as in a "
+     "container)"),
     (["--group-instance-id", "my host"], "Error: --group-instance-id: 'my host' is not a group instance "
      "id: use up to 249 letters, digits, '.', '_' or '-', unique to each consumer process of the group "
      "(\"\" for a dynamic member)"),
@@ -89,6 +99,22 @@ def test_an_http_port_in_use_is_one_line_naming_it_and_nothing_is_written(tmp_pa
     assert from_file.exit_code == 1
     assert from_file.output.startswith(f"Error: {tmp_path / 'consumer.yaml'}: http.port {port}: ")
     assert not (tmp_path / "state").exists()
+
+
+def test_the_http_host_comes_from_the_option_or_ecst_http_host_over_the_file(tmp_path, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = config_file(tmp_path, f"http: {{host: 127.0.0.1, port: {port}}}\n")
+        option = consume(tmp_path, "-c", path, "--http-host", "0.0.0.0")
+        monkeypatch.setenv("ECST_HTTP_HOST", "0.0.0.0")
+        env = consume(tmp_path, "-c", path)
+    for result in (option, env):
+        assert result.exit_code == 1
+        assert result.output.splitlines() == [
+            f"Error: {path}: http.port {port}: 0.0.0.0:{port} is already in use by another process: choose "
+            "another port, or stop that process"]
 
 
 @pytest.mark.parametrize("url, line", [

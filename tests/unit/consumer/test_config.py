@@ -25,6 +25,9 @@ def test_the_repository_consumer_config_loads():
     ({"topcs": []}, "unknown key 'topcs'"),
     ({"kafka": {"group": "x"}}, "unknown key kafka.group"),
     ({"batch_size": "many"}, "batch_size: 'many' is not a batch size"),
+    ({"http": {"host": "0.0.0.0:8080"}}, "http.host: '0.0.0.0:8080' is not an address to bind"),
+    ({"http": {"host": ""}}, "http.host: '' is not an address to bind"),
+    ({"http": {"host": 8080}}, "http.host: 8080 is not an address to bind"),
     ({"readiness": "soon"}, "readiness: expected one of snapshot, caught-up, always"),
     ({"topics": [{"topic": "t", "key": ["id"], "columns": ["email"]}]}, "key column 'id' must be kept"),
     ({"topics": [{"topic": "t", "colums": ["a"]}]}, r"topics\[0\]: unknown key 'colums'"),
@@ -104,3 +107,9 @@ def test_overlap_is_true_false_or_auto_and_auto_overlaps_a_postgresql_state_only
     assert Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", config=on).overlap
     assert not Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1", overlap=False,
                         config=ConsumerConfig(overlap=True)).overlap
+
+
+@pytest.mark.parametrize("host, bound", [("0.0.0.0", "0.0.0.0"), ("::", "::"), ("[::1]", "::1"),
+                                         ("consumer-0.svc", "consumer-0.svc")])
+def test_http_host_accepts_names_and_addresses(host, bound):
+    assert parse_consumer_config({"http": {"host": host}}, "svc.yaml", environ={}).http_host == bound

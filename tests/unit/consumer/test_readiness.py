@@ -62,3 +62,15 @@ def test_a_cold_start_completes_topics_that_streamed_and_waits_for_the_rest():
         ["marked", "streamed", "snapshot-only"], {"marked": PENDING}, streamed={"streamed", "marked"})
     assert complete == ["streamed"]  # no markers met, streamed changes: a complete copy
     assert waiting == ["snapshot-only"]  # only snapshot rows so far: wait for its markers
+
+
+@pytest.mark.parametrize("policy", ["snapshot", "caught-up", "always"])
+def test_a_missing_topic_is_never_ready_and_named(policy):
+    done = {"t": DONE, "u": DONE}
+    assert readiness.not_ready_reason(policy, store_up=True, caught_up_once=True, topics=["t", "u"],
+                                      snapshots=done, missing=["u"]) == "waiting for topic u"
+    assert readiness.not_ready_reason(policy, store_up=True, caught_up_once=True, topics=["t", "u"],
+                                      snapshots=done, missing=["t", "u"]) == "waiting for topics t, u"
+    # the state store's outage is said first: it is what the operator must fix
+    assert readiness.not_ready_reason(policy, store_up=False, caught_up_once=True, topics=["t"],
+                                      snapshots=done, missing=["t"]) == "state store unavailable"

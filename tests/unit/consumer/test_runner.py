@@ -1,6 +1,8 @@
 """The consumer's readiness and its checks, without Kafka (the loop itself runs on the real
 stack: tests/integration/test_consumer_service.py)."""
 
+import threading
+
 import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError
@@ -106,3 +108,47 @@ def test_a_broker_outage_met_by_poll_is_waited_out_and_reading_resumes_from_the_
     assert kafka.topic_requests == 2  # asked again until Kafka answered
     assert kafka.seeks == [(0, 7)]  # then positioned at the state's offset: nothing read is skipped
     assert ups[0] == 1.0 and kafka.polls == 3
+
+
+class _LateTopicKafka(_FlakyKafka):
+    """A topic that exists only once its metadata was refreshed `late` times (a connector applied
+    after the consumer started)."""
+
+    def __init__(self, late):
+        super().__init__()
+        self.late = late
+        self.polls = 1  # no broker outage here
+
+    def partitions_for_topic(self, topic):
+        return {0} if self.topic_requests >= self.late else None
+
+    def topics(self):
+        self.topic_requests += 1
+        return {"t"} if self.topic_requests >= self.late else set()
+
+
+def test_a_service_waits_for_a_missing_topic_saying_so_then_starts(store, monkeypatch):
+    kafka = _LateTopicKafka(late=30)
+    monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: kafka)
+    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1",
+                        config=ConsumerConfig(readiness="always"),
+                        policy=RebuildPolicy(until=lambda: kafka.polls >= 2))
+    seen = []  # what /readyz and /metrics said during each wait
+    monkeypatch.setattr(consumer, "_idle", lambda seconds, stop: seen.append(
+        (seconds, consumer.not_ready_reason(), consumer.metrics.value("ecst_topic_present", topic="t"))))
+    consumer.run(topic_timeout_s=None)  # a service: no timeout (30 looks would outlast 120 s)
+    assert len(seen) == 29 and sum(s for s, _, _ in seen) > 120
+    assert {(why, present) for _, why, present in seen} == {("waiting for topic t", 0.0)}
+    assert consumer.not_ready_reason() is None  # the topic exists: `always` is ready
+    assert consumer.metrics.value("ecst_topic_present", topic="t") == 1.0
+    assert kafka.polls >= 2  # and the loop ran
+
+
+def test_a_service_stopped_while_it_waits_for_a_topic_says_which(store, monkeypatch):
+    kafka = _LateTopicKafka(late=10**6)
+    monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: kafka)
+    consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1")
+    stop = threading.Event()
+    monkeypatch.setattr(consumer, "_idle", lambda seconds, _stop: stop.set())
+    stats = consumer.run(topic_timeout_s=None, stop=stop)
+    assert stats.missing == ["t"] and stats.batches == 0 and kafka.polls == 1  # never polled

@@ -1,5 +1,7 @@
-"""Every metric the dashboard and the alert rules read exists: an ecst_* name appears in a real /metrics
-scrape of the consumer's status server, any other name is in deploy/monitoring/external-metrics.txt."""
+"""Every metric the dashboard and the alert rules read exists: an ecst_* name (or a process_* / python_* one
+of prometheus_client's collectors) appears in a real /metrics scrape of the consumer's status server, any
+other name is in deploy/monitoring/external-metrics.txt. Every name the consumer exported before it moved to
+prometheus_client is still exported."""
 
 import json
 
@@ -74,11 +76,43 @@ def test_every_metric_read_exists(where, scraped):
     names = metric_names(EXPRESSIONS[where])
     assert names, f"{where}: no metric in {EXPRESSIONS[where]!r}"
     for name in names:
-        if name.startswith("ecst_"):
+        if name in scraped:
+            continue
+        if name.startswith(("ecst_", "process_", "python_")):
             assert name in scraped, f"{where} reads {name}, which the consumer's /metrics does not export"
         else:
             assert name in external, (
                 f"{where} reads {name}: not an ecst metric, and not in external-metrics.txt")
+
+
+# Every sample name a scrape of the consumer held before /metrics went through prometheus_client
+# (ecst 0.1.0's own text renderer): dashboards and alerts of deployed consumers read them.
+NAMES_BEFORE_PROMETHEUS_CLIENT = frozenset("""
+ecst_batch_seconds_bucket ecst_batch_seconds_count ecst_batch_seconds_sum ecst_batches_total
+ecst_dead_lettered_total ecst_events_applied_total ecst_events_stale_total ecst_kafka_up ecst_partition_lag
+ecst_ready ecst_rebuild_in_progress ecst_rebuild_rows_applied ecst_rebuild_rows_expected
+ecst_rebuild_rows_per_second ecst_records_ignored_total ecst_replication_delay_seconds ecst_snapshot_complete
+ecst_state_store_retries_total ecst_state_store_up ecst_topic_present
+""".split())
+
+
+def test_every_name_exported_before_is_still_exported_with_its_type(scrape, scraped):
+    assert not NAMES_BEFORE_PROMETHEUS_CLIENT - scraped, "a metric name dashboards read is gone"
+    types = dict(line.split()[2:4] for line in scrape.splitlines() if line.startswith("# TYPE "))
+    assert types["ecst_batch_seconds"] == "histogram"
+    for name in NAMES_BEFORE_PROMETHEUS_CLIENT - {"ecst_batch_seconds_bucket", "ecst_batch_seconds_count",
+                                                  "ecst_batch_seconds_sum"}:
+        assert types[name] == ("counter" if name.endswith("_total") else "gauge"), name
+    # no OpenMetrics `_created` series: they would double the series of every counter
+    assert not [n for n in scraped if n.endswith("_created")]
+
+
+def test_the_scrape_has_the_build_info_and_the_process_and_python_collectors(scrape, scraped):
+    from ecst import __version__
+
+    assert f'ecst_build_info{{version="{__version__}"}} 1.0' in scrape.splitlines()
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+            "python_info", "python_gc_collections_total"} <= scraped
 
 
 def test_every_external_metric_listed_is_used():
@@ -88,7 +122,7 @@ def test_every_external_metric_listed_is_used():
 
 def test_the_dashboard_shows_every_family_the_consumer_exports(scraped):
     shown = set().union(*(metric_names(e) for e in dashboard_expressions().values()))
-    families = {family(n) for n in scraped}
+    families = {family(n) for n in scraped if n.startswith("ecst_")}  # not every process_*/python_* one
     shown_families = {family(n) for n in shown}
     assert not families - shown_families, f"no panel shows {sorted(families - shown_families)}"
 
