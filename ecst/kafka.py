@@ -4,9 +4,9 @@ Clients are built from one `KafkaSettings`: bootstrap servers, the consumer's cl
 the security settings (`ecst.kafka_security.KafkaSecurity`: TLS, SASL), so that every client gets
 the same. kafka-python's errors at construction, and in the few calls made here, become ecst's
 `KafkaUnavailableError` (`KafkaAuthenticationError` when the brokers refuse the credentials or the
-TLS handshake fails), whose message names the servers. The consumer's group reader may use confluent-kafka instead (`client="confluent"`, the
-optional extra `ecst[kafka-confluent]`: see `confluent_options` and ecst/consumer/group_confluent.py);
-everything else stays on kafka-python.
+TLS handshake fails), whose message names the servers. The consumer's group reader may use
+confluent-kafka instead (`client="confluent"`, the optional extra `ecst[kafka-confluent]`: see
+`confluent_options` and ecst/consumer/group_confluent.py); everything else stays on kafka-python.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def refused(kafka: KafkaSettings, cause: BaseException) -> KafkaAuthenticationEr
         "SaslAuthenticationFailedError: ")
     return KafkaAuthenticationError(
         f"Kafka at {kafka.bootstrap_servers} refused SASL authentication for user {sec.username!r} "
-        f"({sec.mechanism}; the broker says: {why}): check kafka.sasl.username and kafka.sasl.password (ECST_KAFKA_SASL_USERNAME, "
-        "ECST_KAFKA_SASL_PASSWORD) and kafka.sasl.mechanism")
+        f"({sec.mechanism}; the broker says: {why}): check kafka.sasl.username and kafka.sasl.password "
+        "(ECST_KAFKA_SASL_USERNAME, ECST_KAFKA_SASL_PASSWORD) and kafka.sasl.mechanism")
 
 
 def check_login(kafka: KafkaSettings | str) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ecst.exceptions import ConfigError
@@ -82,7 +82,8 @@ class KafkaSecurity:
         if self.password is not None and not isinstance(self.password, Secret):
             raise ConfigError(f"{named('password')}: expected a string")
         if not isinstance(self.check_hostname, bool):
-            raise ConfigError(f"{named('check_hostname')}: expected true or false, got {self.check_hostname!r}")
+            raise ConfigError(f"{named('check_hostname')}: expected true or false, "
+                              f"got {self.check_hostname!r}")
 
     @property
     def sasl(self) -> bool:

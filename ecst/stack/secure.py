@@ -126,12 +126,14 @@ class SecureListener:
             "listeners": f"PLAINTEXT://127.0.0.1:{plain_port},{LISTENER}://127.0.0.1:{self.port},"
                          f"CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{plain_port},{LISTENER}://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:{LISTENER}",
+            "listener.security.protocol.map":
+                f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:{LISTENER}",
             f"{prefix}.sasl.enabled.mechanisms": f"{MECHANISM},PLAIN",
             f"{prefix}.scram-sha-512.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             f"{prefix}.plain.sasl.jaas.config":
-                f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{USER}="{values["password"]}";',
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{USER}="{values["password"]}";',
             f"{prefix}.ssl.keystore.type": "PKCS12",
             f"{prefix}.ssl.keystore.location": self.keystore,
             f"{prefix}.ssl.keystore.password": values["keystore_password"],
