@@ -8,6 +8,7 @@ from ecst.settings import Settings
 from ecst.stack.local import LocalStack
 from ecst.stack.secure import SecureListener
 
+
 def test_enable_makes_the_ca_keystore_and_password_once(tmp_path):
     listener = SecureListener(tmp_path, 29094)
     assert not listener.enabled
