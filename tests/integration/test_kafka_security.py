@@ -111,3 +111,28 @@ def test_a_wrong_password_fails_in_one_line_naming_what_to_fix(capture, tmp_path
         f"Error: TLS handshake with Kafka at {settings.bootstrap_servers} failed (self-signed certificate "
         "in certificate chain): check kafka.ssl.cafile (the CA that signed the brokers' certificates, none "
         "given: the system's CAs are used) and kafka.ssl.check_hostname"], r.stderr
+
+
+def test_the_dead_letter_producer_and_the_signal_producer_go_through_sasl_ssl(secure, stack):
+    import uuid
+
+    from ecst.connectors import signals
+    from ecst.consumer.deadletter import DeadLetters
+    from ecst.consumer.events import Record
+    from ecst.consumer.metrics import Metrics
+    from ecst.demo import delete_topics
+
+    settings, _ = secure
+    uid = uuid.uuid4().hex[:10]
+    dlq, signal_topic = f"dlq-{uid}", f"signals-{uid}"
+    letters = DeadLetters(settings, dlq, Metrics())
+    try:
+        # each topic is created, and its record confirmed, through the secure listener only
+        letters.send([(Record("t", 0, 7, b"k", b"not json"), "cannot decode")], "decode")
+        signal = signals.SnapshotSignal(signals.new_signal_id(), ("public.t",))
+        signals.send_via_kafka(settings, signal_topic, "t", signal)
+        ends = kafka.topic_offsets(settings, [dlq, signal_topic])[1]
+        assert ends == {(dlq, 0): 1, (signal_topic, 0): 1}
+    finally:
+        letters.close()
+        delete_topics(stack.bootstrap, [dlq, signal_topic])
