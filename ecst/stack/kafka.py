@@ -15,7 +15,7 @@ import requests
 from ecst.exceptions import KafkaUnavailableError, StackError
 from ecst.stack import process
 from ecst.stack.private import UMASK, private_dir, write_private
-from ecst.stack.secure import SecureListener
+from ecst.stack.secure import LISTENER, SecureListener
 
 LOG4J2 = """\
 Configuration:
@@ -158,12 +158,16 @@ class KafkaBroker(JavaComponent):
         return self.config_file
 
     def needs_restart(self) -> bool:
-        """True when the running broker was started with other settings (the secure profile
-        turned on or off since)."""
+        """True when the running broker was started with the secure profile and it is off now, or
+        the other way round (nothing else: a broker started with other settings is reused, as
+        always)."""
+        if self.pid is None:
+            return False
         try:
-            return self.pid is not None and self.config_file.read_text() != self._config_text()
+            running = self.config_file.read_text()
         except OSError:
             return False
+        return (f"{LISTENER}://" in running) != self.secure.enabled
 
     def start(self, timeout_s: float = 90.0) -> int:
         if self.pid:

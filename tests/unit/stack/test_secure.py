@@ -45,3 +45,21 @@ def test_the_broker_keeps_plaintext_and_adds_the_sasl_ssl_listener(tmp_path):
     assert not any(stack.kafka.secure.password.reveal() in line for line in lines)
     assert any(line.startswith("export ECST_KAFKA_SASL_PASSWORD=") for line in
                stack.secure_env_lines(password=True))
+
+
+def test_a_running_broker_is_restarted_only_when_the_profile_changed(tmp_path, monkeypatch):
+    from ecst.stack.kafka import KafkaBroker
+
+    stack = LocalStack(Settings(home=tmp_path, kafka_port=29092, controller_port=29093,
+                                kafka_secure_port=29094))
+    monkeypatch.setattr(KafkaBroker, "pid", property(lambda self: 4242))  # "running"
+    stack.kafka._config()  # started without the profile
+    assert not stack.kafka.needs_restart()
+    stack.kafka.config_file.write_text(stack.kafka.config_file.read_text() + "num.partitions=3\n")
+    assert not stack.kafka.needs_restart()  # other settings: reused, as before
+    stack.kafka.secure.enable()
+    assert stack.kafka.needs_restart()  # the profile turned on: its listener is missing
+    stack.kafka._config()
+    assert not stack.kafka.needs_restart()
+    stack.kafka.secure.disable()
+    assert stack.kafka.needs_restart()  # turned off: its listener must go
