@@ -2,6 +2,8 @@
 
     EcstError
     ├── ConfigError             a settings value or environment variable is wrong
+    │   └── KafkaAuthenticationError    the brokers refused ecst's credentials (SASL), or the TLS
+    │                                   handshake failed (certificate, CA, hostname)
     ├── StackError              the local stack cannot be installed, started or reached
     │   ├── PortInUseError      a port the stack needs is taken by another process
     │   └── KafkaUnavailableError   Kafka cannot be reached at the bootstrap servers
@@ -33,6 +35,11 @@ class EcstError(Exception):
 
 class ConfigError(EcstError):
     """A settings value or environment variable is missing or invalid."""
+
+
+class KafkaAuthenticationError(ConfigError):
+    """The Kafka brokers refused ecst's SASL credentials, or the TLS handshake with them failed: a
+    setting to fix (kafka.security_protocol, kafka.sasl.*, kafka.ssl.*), not an outage to wait out."""
 
 
 class StackError(EcstError):

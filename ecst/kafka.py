@@ -1,25 +1,37 @@
 """The one Kafka adapter: every consumer, producer and admin client ecst builds comes from here.
 
-Clients are built from one `KafkaSettings` (bootstrap servers and the consumer's client library;
-security settings, when they come, are added here once). kafka-python's errors at construction,
-and in the few calls made here, become ecst's `KafkaUnavailableError`, whose message names the
-servers. The consumer's group reader may use confluent-kafka instead (`client="confluent"`, the
-optional extra `ecst[kafka-confluent]`: see `confluent_options` and ecst/consumer/group_confluent.py);
-everything else stays on kafka-python.
+Clients are built from one `KafkaSettings`: bootstrap servers, the consumer's client library and
+the security settings (`ecst.kafka_security.KafkaSecurity`: TLS, SASL), so that every client gets
+the same. kafka-python's errors at construction, and in the few calls made here, become ecst's
+`KafkaUnavailableError` (`KafkaAuthenticationError` when the brokers refuse the credentials or the
+TLS handshake fails), whose message names the servers. The consumer's group reader may use
+confluent-kafka instead (`client="confluent"`, the optional extra `ecst[kafka-confluent]`: see
+`confluent_options` and ecst/consumer/group_confluent.py); everything else stays on kafka-python.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MetadataEmptyBrokerList,
+    NodeNotReadyError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 
-from ecst.exceptions import ConfigError, KafkaUnavailableError
+from ecst.exceptions import ConfigError, KafkaAuthenticationError, KafkaUnavailableError
+from ecst.kafka_login import login_failure
+from ecst.kafka_security import KafkaSecurity
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 REQUEST_TIMEOUT_MS = 30000
@@ -34,9 +46,11 @@ class KafkaSettings:
 
     bootstrap_servers: str
     client: str = "kafka-python"  # the consumer's group reader: kafka-python or confluent
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         check_client(self.client, "kafka.client")
+        self.security.check()
         for server in self.servers or [""]:
             host, _, port = server.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -50,13 +64,20 @@ class KafkaSettings:
         return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
 
     def client_options(self) -> dict[str, Any]:
-        """Options every client gets (the place for security settings)."""
-        return {"bootstrap_servers": self.servers, "request_timeout_ms": REQUEST_TIMEOUT_MS}
-
+        """Options every kafka-python client gets: the servers and the security settings."""
+        return {"bootstrap_servers": self.servers, "request_timeout_ms": REQUEST_TIMEOUT_MS,
+                **self.security.kafka_python_options()}
 
     def confluent_options(self) -> dict[str, Any]:
         """The same, in librdkafka's words, for a confluent-kafka client."""
-        return {"bootstrap.servers": ",".join(self.servers), "socket.timeout.ms": REQUEST_TIMEOUT_MS}
+        return {"bootstrap.servers": ",".join(self.servers), "socket.timeout.ms": REQUEST_TIMEOUT_MS,
+                **self.security.confluent_options()}
+
+    def describe(self) -> str:
+        """`host:port` (and how ecst authenticates, when not PLAINTEXT), for messages."""
+        if self.security.protocol == "PLAINTEXT":
+            return self.bootstrap_servers
+        return f"{self.bootstrap_servers} ({self.security.describe()})"
 
 
 def check_client(value: Any, name: str) -> str:
@@ -76,11 +97,17 @@ def require_client(settings: KafkaSettings) -> None:
             raise ConfigError(CONFLUENT_MISSING) from exc
 
 
-def as_settings(kafka: KafkaSettings | str, client: str | None = None) -> KafkaSettings:
-    """Accept a `KafkaSettings` or a bootstrap string (`host:port[,host:port]`); `client`, if
-    given, replaces the settings' client."""
+def as_settings(kafka: KafkaSettings | str, client: str | None = None,
+                security: KafkaSecurity | None = None) -> KafkaSettings:
+    """Accept a `KafkaSettings` or a bootstrap string (`host:port[,host:port]`); `client` and
+    `security`, if given, replace the settings' own."""
     settings = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(kafka)
-    return settings if client is None or client == settings.client else replace(settings, client=client)
+    changes: dict[str, Any] = {}
+    if client is not None and client != settings.client:
+        changes["client"] = client
+    if security is not None and security != settings.security:
+        changes["security"] = security
+    return replace(settings, **changes) if changes else settings
 
 
 @contextmanager
@@ -89,9 +116,57 @@ def reaching(kafka: KafkaSettings, doing: str = "connect to") -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
+        refused = auth_error(kafka, exc)
+        if refused is not None:
+            raise refused from exc
         raise KafkaUnavailableError(
-            f"couldn't {doing} Kafka at {kafka.bootstrap_servers}: {exc} "
+            f"couldn't {doing} Kafka at {kafka.describe()}: {exc} "
             "(is the stack up? `ecst stack status`)") from exc
+
+
+def auth_error(kafka: KafkaSettings, exc: BaseException) -> KafkaAuthenticationError | None:
+    """A KafkaAuthenticationError saying what to fix, when `exc` is the brokers refusing the
+    credentials or the TLS handshake failing; else None. kafka-python retries a refused login
+    until its timeout and then says only that it could not bootstrap, so when TLS or SASL is on,
+    such a failure is diagnosed by one more attempt (`login_failure`)."""
+    if isinstance(exc, SaslAuthenticationFailedError):
+        return refused(kafka, exc)
+    if kafka.security.protocol == "PLAINTEXT" or not isinstance(
+            exc, (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError, MetadataEmptyBrokerList)):
+        return None
+    cause = login_failure(kafka.servers[0], kafka.security)
+    return None if cause is None else refused(kafka, cause)
+
+
+def refused(kafka: KafkaSettings, cause: BaseException) -> KafkaAuthenticationError:
+    """The one line for a refused login (`cause`: a SASL failure or an ssl.SSLError)."""
+    sec = kafka.security
+    if isinstance(cause, ssl.SSLError):
+        why = " ".join(str(getattr(cause, "verify_message", "") or cause.reason or cause).split())
+        hint = ("check kafka.ssl.cafile (the CA that signed the brokers' certificates"
+                + (", none given: the system's CAs are used" if sec.cafile is None else "")
+                + ") and kafka.ssl.check_hostname" if isinstance(cause, ssl.SSLCertVerificationError)
+                else "check kafka.ssl.* (CA, client certificate and key) and that this listener speaks TLS")
+        return KafkaAuthenticationError(f"TLS handshake with Kafka at {kafka.bootstrap_servers} failed "
+                                        f"({why}): {hint}")
+    why = " ".join(str(cause).split()).removeprefix("[Error 58] ").removeprefix(
+        "SaslAuthenticationFailedError: ")
+    return KafkaAuthenticationError(
+        f"Kafka at {kafka.bootstrap_servers} refused SASL authentication for user {sec.username!r} "
+        f"({sec.mechanism}; the broker says: {why}): check kafka.sasl.username and kafka.sasl.password "
+        "(ECST_KAFKA_SASL_USERNAME, ECST_KAFKA_SASL_PASSWORD) and kafka.sasl.mechanism")
+
+
+def check_login(kafka: KafkaSettings | str) -> None:
+    """With TLS or SASL on: log in to the first broker once, and raise the one-line
+    KafkaAuthenticationError now if that is refused (kafka-python would retry until its timeout).
+    Nothing is raised when no broker answers: the clients report that as they always do."""
+    settings = as_settings(kafka)
+    if settings.security.protocol == "PLAINTEXT":
+        return
+    cause = login_failure(settings.servers[0], settings.security)
+    if cause is not None:
+        raise refused(settings, cause)
 
 
 def consumer(kafka: KafkaSettings | str, **options: Any) -> KafkaConsumer:

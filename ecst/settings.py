@@ -138,6 +138,7 @@ class Settings:
     pg_port: int = 55432
     kafka_port: int = 19092
     controller_port: int = 19093
+    kafka_secure_port: int = 19094  # the secure profile's SASL_SSL listener (`ecst stack up --secure`)
     connect_port: int = 18083
     connect_url: str | None = None
     bootstrap_servers: str | None = None
@@ -154,6 +155,7 @@ class Settings:
         "pg_port": "ECST_PG_PORT",
         "kafka_port": "ECST_KAFKA_PORT",
         "controller_port": "ECST_CONTROLLER_PORT",
+        "kafka_secure_port": "ECST_KAFKA_SECURE_PORT",
         "connect_port": "ECST_CONNECT_PORT",
         "connect_url": "ECST_CONNECT_URL",
         "bootstrap_servers": "ECST_BOOTSTRAP_SERVERS",

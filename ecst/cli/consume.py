@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ecst.cli.errors import ensure_state_folder
+from ecst.cli.options import apply_kafka_security, with_kafka_security
 from ecst.consumer.config import (
     DEFAULT_TOPIC,
     MAX_BATCH_SIZE,
@@ -30,7 +31,7 @@ from ecst.consumer.outage import StoreHealth, wait_for_store
 from ecst.consumer.runner import Consumer, RunStats
 from ecst.consumer.store import StateStore, check_state_url
 from ecst.exceptions import ConfigError
-from ecst.kafka import CLIENTS, as_settings, require_client
+from ecst.kafka import CLIENTS, as_settings, check_login, require_client
 from ecst.logs import configure_logging
 from ecst.settings import LOG_FORMATS, LOG_LEVELS, Secret, Settings
 
@@ -55,6 +56,7 @@ log = logging.getLogger("ecst.consume")
 @click.option("--kafka-client", envvar="ECST_KAFKA_CLIENT", type=click.Choice(CLIENTS),
               help="The consumer's Kafka client: kafka-python (default) or confluent, faster "
                    "(pip install 'ecst[kafka-confluent]').")
+@with_kafka_security
 @click.option("--batch-size", type=int,
               help=f"Records per poll, applied in one transaction (1 to {MAX_BATCH_SIZE}).")
 @click.option("--dead-letter-topic", help="Send undecodable/rejected records here and go on.")
@@ -76,7 +78,8 @@ log = logging.getLogger("ecst.consume")
 @click.pass_obj
 def consume(settings: Settings, config_file: str | None, state_url: str | None,
             topics: tuple[str, ...], group: str | None, group_instance_id: str | None,
-            bootstrap_servers: str | None, kafka_client: str | None, batch_size: int | None,
+            bootstrap_servers: str | None, kafka_client: str | None, kafka_security: dict[str, Any],
+            batch_size: int | None,
             dead_letter_topic: str | None,
             fail_fast: bool | None, http_port: int | None, http_host: str | None,
             log_level: str | None, log_format: str | None, until_caught_up: bool,
@@ -116,14 +119,16 @@ def consume(settings: Settings, config_file: str | None, state_url: str | None,
         batch_size=batch_size, dead_letter_topic=dead_letter_topic, fail_fast=fail_fast,
         http_port=http_port, http_host=check_host(http_host, "--http-host") if http_host else None,
     )
+    config = apply_kafka_security(config, kafka_security)
     if config.group_instance_id is None:
         config = config.with_(group_instance_id=default_instance_id(config.group_id))
     if topics:
         config = config.with_(topics=tuple(config.mapping(t) for t in topics))
     check_state_url(config.state_url.reveal())  # a database ecst cannot use: say so now
     bootstrap = as_settings(config.bootstrap_servers or settings.effective_bootstrap_servers,
-                            config.kafka_client)
+                            config.kafka_client, config.kafka_security)  # security checked here
     require_client(bootstrap)  # the confluent client chosen but not installed: say so first
+    check_login(bootstrap)  # credentials the brokers refuse: one line now, not after a timeout
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MetadataEmptyB
 
 from ecst.consumer.store import normalize_url
 from ecst.exceptions import KafkaUnavailableError, StateStoreError, StateStoreUnavailableError
+from ecst.kafka import KafkaSettings, as_settings
 from ecst.settings import mask_url
 
 STATE_URL_FIX = "fix --state-url (state.url in the consumer YAML, or ECST_STATE_URL)"
@@ -38,12 +39,13 @@ def ensure_state_folder(url: str) -> None:
 
 
 @contextmanager
-def kafka_errors(bootstrap: str, then: str = "") -> Iterator[None]:
+def kafka_errors(bootstrap: KafkaSettings | str, then: str = "") -> Iterator[None]:
     """Kafka not answering at `bootstrap` (kafka-python's errors saying no broker could be reached in
 time) is a KafkaUnavailableError; its message ends with `then`."""
     try:
         yield
     except (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError, MetadataEmptyBrokerList) as exc:
         raise KafkaUnavailableError(
-            f"couldn't connect to Kafka at {bootstrap}: {' '.join(str(exc).split())}: is it running? "
+            f"couldn't connect to Kafka at {as_settings(bootstrap).describe()}: "
+            f"{' '.join(str(exc).split())}: is it running? "
             f"(`ecst stack status`, or pass --bootstrap-servers){then}") from exc

@@ -7,16 +7,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import psycopg
 
 from ecst.cli.errors import ensure_state_folder, kafka_errors, one_shot_state
-from ecst.cli.options import cluster_options, consumer_config, with_state_options
+from ecst.cli.options import (
+    apply_kafka_security,
+    cluster_options,
+    consumer_config,
+    with_kafka_security,
+    with_state_options,
+)
 from ecst.connectors import producer as producer_db
 from ecst.connectors.client import ConnectClient
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.rebuild import Progress
+from ecst.kafka import KafkaSettings, as_settings, check_login
 from ecst.settings import Settings
 from ecst.stack.local import producer_target
 
@@ -66,17 +74,21 @@ def _progress_printer() -> tuple[Callable[[Progress], None], Callable[[], None]]
     return progress, done
 
 
-def _bootstrap(settings: Settings, config: ConsumerConfig, given: str | None) -> str:
-    return given or config.bootstrap_servers or settings.effective_bootstrap_servers
+def _bootstrap(settings: Settings, config: ConsumerConfig, given: str | None) -> KafkaSettings:
+    """The Kafka settings of a rebuild: --bootstrap-servers, else the config's, else the local
+    stack's; with the config's security settings (the options' and variables' over the file's)."""
+    servers = given or config.bootstrap_servers or settings.effective_bootstrap_servers
+    return as_settings(servers, None, config.kafka_security)
 
 
 PRODUCER_FIX = f"{producer_db.FIX}{RESUME}"
 
 
 @contextmanager
-def _edges(config: ConsumerConfig, bootstrap: str) -> Iterator[None]:
+def _edges(config: ConsumerConfig, bootstrap: KafkaSettings) -> Iterator[None]:
     """A rebuild's state database or Kafka that cannot be reached: one line saying what to do."""
     ensure_state_folder(config.state_url.reveal())
+    check_login(bootstrap)  # credentials the brokers refuse: one line now, not after a timeout
     with one_shot_state(f"check that it is running and reachable from here{RESUME}"), \
             kafka_errors(bootstrap, RESUME):
         yield
@@ -92,10 +104,11 @@ common_options = [
 
 
 def with_common_options(f: Callable) -> Callable:
-    """--group, --bootstrap-servers and --restart, and the state options: every rebootstrap mode's."""
+    """--group, --bootstrap-servers and --restart, the Kafka security options and the state
+    options: every rebootstrap mode's."""
     for option in reversed(common_options):
         f = option(f)
-    return with_state_options(f)
+    return with_state_options(with_kafka_security(f))
 
 
 @rebootstrap.command("replay")
@@ -103,7 +116,7 @@ def with_common_options(f: Callable) -> Callable:
 @click.pass_obj
 def replay_cmd(settings: Settings, config_file: str | None, state_url: str | None,
                topics: tuple[str, ...], group: str | None, bootstrap_servers: str | None,
-               restart: bool) -> None:
+               restart: bool, kafka_security: dict[str, Any]) -> None:
     """Replay the compacted topic from its beginning into a shadow copy, then swap it in.
 
     The live tables keep serving, and a running consumer keeps updating them, until the swap.
@@ -115,7 +128,7 @@ def replay_cmd(settings: Settings, config_file: str | None, state_url: str | Non
     """
     from ecst.consumer.rebuild import replay
 
-    config = consumer_config(config_file, state_url, topics, group)
+    config = apply_kafka_security(consumer_config(config_file, state_url, topics, group), kafka_security)
     bootstrap = _bootstrap(settings, config, bootstrap_servers)
     progress, done = _progress_printer()
     try:
@@ -147,11 +160,11 @@ def _snapshot_command(mode: str, help_text: str, options: tuple[Callable, ...] =
 
     def command(settings: Settings, config_file: str | None, state_url: str | None,
                 topics: tuple[str, ...], group: str | None, bootstrap_servers: str | None,
-                restart: bool, connector: str, producer_url: str | None, client: ConnectClient,
-                channel: str = "auto", where: str | None = None) -> None:
+                restart: bool, kafka_security: dict[str, Any], connector: str, producer_url: str | None,
+                client: ConnectClient, channel: str = "auto", where: str | None = None) -> None:
         from ecst.consumer.rebuild import SnapshotSource, rebuild
 
-        config = consumer_config(config_file, state_url, topics, group)
+        config = apply_kafka_security(consumer_config(config_file, state_url, topics, group), kafka_security)
         bootstrap = _bootstrap(settings, config, bootstrap_servers)
         target = producer_target(settings, producer_url)
         opener = None

@@ -19,16 +19,21 @@ def stack() -> None:
 
 
 @stack.command()
+@click.option("--secure/--no-secure", default=None,
+              help="Turn the secure profile on (a SASL_SSL listener with SCRAM-SHA-512 on "
+                   "ECST_KAFKA_SECURE_PORT, default 19094, beside PLAINTEXT) or off. Default: keep "
+                   "this home's choice.")
 @click.pass_obj
-def up(settings: Settings) -> None:
+def up(settings: Settings, secure: bool | None) -> None:
     """Install what is missing and start every component; returns once all are healthy.
 
     \b
     Example:
         ecst stack up
+        ecst stack up --secure && eval "$(ecst stack env --secure --show-password)"
     """
     s = LocalStack(settings)
-    for c in s.up(log=lambda msg: click.echo(f"… {msg}", err=True)):
+    for c in s.up(log=lambda msg: click.echo(f"… {msg}", err=True), secure=secure):
         click.echo(f"{c.name:<9} running  pid {c.pid:<8} {c.address}")
 
 
@@ -63,13 +68,23 @@ def status(settings: Settings) -> None:
 
 
 @stack.command()
+@click.option("--secure", is_flag=True,
+              help="Point Kafka clients at the secure profile's SASL_SSL listener (ECST_KAFKA_* lines).")
+@click.option("--show-password", is_flag=True,
+              help="With --secure: print ECST_KAFKA_SASL_PASSWORD too (else a comment says where it is).")
 @click.pass_obj
-def env(settings: Settings) -> None:
+def env(settings: Settings, secure: bool, show_password: bool) -> None:
     """Print the connection settings as shell `export` lines (passwords go via PGPASSFILE).
 
     \b
     Example:
         eval "$(ecst stack env)"; psql -c 'select count(*) from users'
+        eval "$(ecst stack env --secure --show-password)"; ecst consume --until-caught-up
     """
-    for line in LocalStack(settings).env_lines():
+    stack_ = LocalStack(settings)
+    lines = stack_.env_lines()
+    if secure:
+        lines = [line for line in lines if not line.startswith("export ECST_BOOTSTRAP_SERVERS=")]
+        lines += stack_.secure_env_lines(password=show_password)
+    for line in lines:
         click.echo(line)

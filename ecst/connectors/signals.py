@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecst.connectors.conditions import check_condition
 from ecst.exceptions import ConfigError, EventError
+
+if TYPE_CHECKING:
+    from ecst.kafka import KafkaSettings
 
 INCREMENTAL, BLOCKING = "incremental", "blocking"
 # Notification aggregate types: Debezium reports a blocking snapshot as an "Initial Snapshot".
@@ -180,7 +183,7 @@ def send_via_table(conn: Any, table: str, signal: SnapshotSignal) -> None:
                  (signal.id, signal.type, json.dumps(signal.data())))
 
 
-def send_via_kafka(bootstrap: str, topic: str, prefix: str, signal: SnapshotSignal) -> None:
+def send_via_kafka(bootstrap: KafkaSettings | str, topic: str, prefix: str, signal: SnapshotSignal) -> None:
     """Produce the signal to the Kafka signal channel (creating the one-partition topic if the
     broker does not have it yet)."""
     from ecst import kafka

@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecst.connectors import health, signals
 from ecst.connectors.client import ConnectClient
 from ecst.connectors.reset import connector_state
 from ecst.connectors.slots import slot_name
 from ecst.exceptions import RebuildError
+
+if TYPE_CHECKING:
+    from ecst.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,8 @@ class SnapshotSource:
                         f"{self.connector}`)")
             time.sleep(1.0)
 
-    def send(self, signal: signals.SnapshotSignal, channels: signals.Channels, bootstrap: str) -> str:
+    def send(self, signal: signals.SnapshotSignal, channels: signals.Channels,
+             bootstrap: KafkaSettings | str) -> str:
         """Send `signal` through the chosen channel (`self.channel`); returns the channel used."""
         channel = channels.choose(self.channel)
         if channel == "source":

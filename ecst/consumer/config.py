@@ -5,6 +5,9 @@
       group_id: users-service
       group_instance_id: users-0   # static membership (default: <hostname>-<group_id>; "" for none)
       client: kafka-python         # or confluent: pip install 'ecst[kafka-confluent]' (faster reads)
+      security_protocol: SASL_SSL  # TLS and SASL (ecst/kafka_security.py): every Kafka client gets them
+      sasl: {mechanism: SCRAM-SHA-512, username: users-service, password: ${KAFKA_PASSWORD}}
+      ssl: {cafile: /etc/ecst/kafka-ca.crt}
     state:
       url: sqlite:///users-state.db
     topics:
@@ -42,6 +45,7 @@ from ecst.connectors.definition import interpolate
 from ecst.consumer.types import DEFAULT_PLACEHOLDER
 from ecst.exceptions import ConfigError
 from ecst.kafka import check_client
+from ecst.kafka_security import KafkaSecurity, from_values
 from ecst.settings import Secret
 from ecst.yamlfile import read_yaml
 
@@ -84,6 +88,8 @@ class ConsumerConfig:
     group_instance_id: str | None = None
     # The group reader's client library (ecst.kafka.CLIENTS); None: the KafkaSettings' (kafka-python)
     kafka_client: str | None = None
+    # TLS and SASL (kafka.security_protocol, kafka.sasl.*, kafka.ssl.*); None: PLAINTEXT
+    kafka_security: KafkaSecurity | None = None
     state_url: Secret = field(default_factory=lambda: Secret("sqlite:///ecst-state.db"))
     batch_size: int = 2000
     dead_letter_topic: str | None = None
@@ -228,7 +234,8 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
         doc = _interp(doc, environ, where)
     except DefinitionError as exc:
         raise ConfigError(str(exc)) from exc
-    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id", "group_instance_id", "client"}, where)
+    kafka = _section(doc, "kafka", {"bootstrap_servers", "group_id", "group_instance_id", "client",
+                                    "security_protocol", "sasl", "ssl"}, where)
     state = _section(doc, "state", {"url"}, where)
     http = _section(doc, "http", {"host", "port"}, where)
     out: dict[str, Any] = {}
@@ -243,6 +250,8 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
                                                      f"{where}: kafka.group_instance_id")
     if "client" in kafka:
         out["kafka_client"] = check_client(kafka["client"], f"{where}: kafka.client")
+    if {"security_protocol", "sasl", "ssl"} & set(kafka):
+        out["kafka_security"] = _security(kafka, where)
     if "url" in state:
         out["state_url"] = Secret(_expect(f"{where}: state.url", state["url"], str, "a SQLAlchemy URL"))
     if "topics" in doc:
@@ -276,6 +285,36 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     if http.get("port") is not None:
         out["http_port"] = check_port(http["port"], f"{where}: http.port")
     return ConsumerConfig(**out)
+
+
+_SECURITY_KEYS = {"sasl": {"mechanism": "mechanism", "username": "username", "password": "password"},
+                  "ssl": {"cafile": "cafile", "certfile": "certfile", "keyfile": "keyfile",
+                          "check_hostname": "check_hostname"}}
+
+
+def _security(kafka: dict, where: str) -> KafkaSecurity:
+    """kafka.security_protocol, kafka.sasl.* and kafka.ssl.*: each value checked here (its
+    completeness, e.g. a password from ECST_KAFKA_SASL_PASSWORD, once the overrides are known)."""
+    values: dict[str, Any] = {}
+    if "security_protocol" in kafka:
+        values["protocol"] = _expect(f"{where}: kafka.security_protocol", kafka["security_protocol"], str,
+                                     "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    for name, keys in _SECURITY_KEYS.items():
+        section = _expect(f"{where}: kafka.{name}", kafka.get(name) or {}, dict, "a mapping")
+        unknown = sorted(set(section) - set(keys))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key kafka.{name}.{unknown[0]}; "
+                              f"allowed: {', '.join(sorted(keys))}")
+        for key, field_name in keys.items():
+            if key not in section or section[key] is None:
+                continue
+            kind: type = bool if key == "check_hostname" else str
+            values[field_name] = _expect(f"{where}: kafka.{name}.{key}", section[key], kind,
+                                         "true or false" if kind is bool else "a string")
+    try:
+        return from_values(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _topic(doc: Any, where: str) -> TopicMapping:

@@ -28,7 +28,12 @@ from ecst.consumer.group import topic_presence
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import Backoff, StoreHealth
 from ecst.consumer.store import StateStore
-from ecst.exceptions import ConfigError, KafkaUnavailableError, StateStoreUnavailableError
+from ecst.exceptions import (
+    ConfigError,
+    KafkaAuthenticationError,
+    KafkaUnavailableError,
+    StateStoreUnavailableError,
+)
 
 try:
     import confluent_kafka as ck
@@ -41,6 +46,8 @@ Partition = tuple[str, int]
 OFFSET_BEGINNING = -2  # librdkafka's logical offsets (confluent_kafka.OFFSET_*)
 METADATA_TIMEOUT_S = 10.0
 # librdkafka's own codes for a lost connection: it reconnects by itself, the loop waits
+# librdkafka's codes for refused credentials or a failed TLS handshake
+AUTHENTICATION = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL"}
 TRANSIENT = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_RESOLVE", "_WAIT_COORD", "_NO_OFFSET"}
 
 
@@ -63,6 +70,11 @@ def mapped_error(error: Any, settings: kafka.KafkaSettings, doing: str) -> Excep
     name, text = error.name(), error.str()
     if name in ("_FENCED", "FENCED_INSTANCE_ID"):
         return FencedInstanceIdError(text)
+    if name in AUTHENTICATION:  # a setting to fix, never waited out
+        cause = kafka.login_failure(settings.servers[0], settings.security)
+        return kafka.refused(settings, cause) if cause is not None else KafkaAuthenticationError(
+            f"Kafka at {settings.bootstrap_servers} refused ecst's login ({text}): check "
+            "kafka.security_protocol, kafka.sasl.* and kafka.ssl.*")
     if not error.fatal() and (error.retriable() or name in TRANSIENT):
         return KafkaConnectionError(f"{name}: {text}")
     return KafkaUnavailableError(f"couldn't {doing} Kafka at {settings.bootstrap_servers}: {text} "

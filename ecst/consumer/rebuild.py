@@ -87,17 +87,20 @@ __all__ = ["MODES", "SHADOW", "Progress", "RebuildResult", "RebuildState", "Snap
 
 
 # --------------------------------------------------------------------------------------------
-def replay(state_url: str, config: ConsumerConfig, bootstrap: str, *, restart: bool = False,
-           progress: Callable[[Progress], None] | None = None) -> RebuildResult:
+def replay(state_url: str, config: ConsumerConfig, bootstrap: kafka.KafkaSettings | str, *,
+           restart: bool = False, progress: Callable[[Progress], None] | None = None) -> RebuildResult:
     """Rebuild every mapped topic's state from the topic, in a shadow copy, then swap it in."""
     return rebuild("replay", state_url, config, bootstrap, restart=restart, progress=progress)
 
 
-def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *,
+def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: kafka.KafkaSettings | str, *,
             source: SnapshotSource | None = None, condition: str | None = None,
             restart: bool = False, progress: Callable[[Progress], None] | None = None
             ) -> RebuildResult:
-    """Rebuild the state of every topic in `config` with `mode` (one of MODES)."""
+    """Rebuild the state of every topic in `config` with `mode` (one of MODES). Every Kafka
+    client it makes (offsets, signals, notifications, the shadow consumer) gets `bootstrap`'s
+    settings, with the config's security settings (kafka.security_protocol, .sasl, .ssl)."""
+    bootstrap = kafka.as_settings(bootstrap, None, config.kafka_security)
     prepare = _mode_of(mode, source, condition)
     if condition is not None:
         condition = check_condition(condition)  # one condition, or refused before anything is done
@@ -134,13 +137,13 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: str, *
 
 
 def _mode_of(mode: str, source: SnapshotSource | None, condition: str | None
-             ) -> Callable[[str, list[str]], _Mode]:
+             ) -> Callable[[kafka.KafkaSettings, list[str]], _Mode]:
     """How to prepare `mode`, or a ConfigError for a mode, connector or condition that cannot go
     together (checked before anything is opened)."""
     if mode not in MODES:
         raise ConfigError(f"rebuild mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "replay":
-        prepare: Callable[[str, list[str]], _Mode] = ReplayMode
+        prepare: Callable[[kafka.KafkaSettings, list[str]], _Mode] = ReplayMode
     elif source is None:
         raise ConfigError(f"a {mode} rebuild needs the connector (--connector) to signal")
     else:
@@ -176,7 +179,7 @@ class ReplayMode(_Mode):
 
     name = "replay"
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: kafka.KafkaSettings | str, topics: list[str]) -> None:
         self.bootstrap, self.topics = bootstrap, topics
 
     def _range(self, state: RebuildState) -> None:
@@ -207,12 +210,13 @@ class _SnapshotMode(_Mode):
     """What the snapshot-based modes share: a connector, its channels, the start at the topics'
     end offsets, and a row estimate for the progress bar."""
 
-    def __init__(self, source: SnapshotSource, channels: signals.Channels, bootstrap: str,
-                 topics: list[str]) -> None:
+    def __init__(self, source: SnapshotSource, channels: signals.Channels,
+                 bootstrap: kafka.KafkaSettings | str, topics: list[str]) -> None:
         self.source, self.channels, self.bootstrap, self.topics = source, channels, bootstrap, topics
 
     @classmethod
-    def prepare(cls, source: SnapshotSource, bootstrap: str, topics: list[str]) -> _SnapshotMode:
+    def prepare(cls, source: SnapshotSource, bootstrap: kafka.KafkaSettings | str,
+                topics: list[str]) -> _SnapshotMode:
         """The mode for `source`'s connector, or an error naming the key to set (or the failed
         task) when the connector cannot take the snapshot."""
         mode = cls(source, source.channels(), bootstrap, topics)
@@ -346,7 +350,8 @@ SNAPSHOT_MODES: dict[str, type[_SnapshotMode]] = {
 class ShadowRun:
     """The shadow consumer of one rebuild, and its progress bookkeeping."""
 
-    def __init__(self, shadow: StateStore, config: ConsumerConfig, bootstrap: str, state: RebuildState,
+    def __init__(self, shadow: StateStore, config: ConsumerConfig, bootstrap: kafka.KafkaSettings | str,
+                 state: RebuildState,
                  progress: Callable[[Progress], None] | None) -> None:
         mode, condition = state.mode, state.condition
         self.shadow, self.state, self.callback, self.mode = shadow, state, progress, mode

@@ -141,7 +141,8 @@ class Consumer:
         self.config = check_config(config.with_(group_id=group_id, batch_size=batch_size))
         self.store = store
         self.topics = [m.topic for m in self.config.topics]
-        self.kafka = kafka.as_settings(bootstrap_servers, self.config.kafka_client)
+        self.kafka = kafka.as_settings(bootstrap_servers, self.config.kafka_client,
+                                       self.config.kafka_security)
         kafka.require_client(self.kafka)  # a client chosen but not installed: say so now
         self.poll_timeout_ms = poll_timeout_ms
         self.client_id = client_id

@@ -15,6 +15,7 @@ import requests
 from ecst.exceptions import KafkaUnavailableError, StackError
 from ecst.stack import process
 from ecst.stack.private import UMASK, private_dir, write_private
+from ecst.stack.secure import LISTENER, SecureListener
 
 LOG4J2 = """\
 Configuration:
@@ -107,24 +108,29 @@ class JavaComponent:
 
 
 class KafkaBroker(JavaComponent):
-    """A single combined broker+controller KRaft node."""
+    """A single combined broker+controller KRaft node; with the secure profile on, a SASL_SSL
+    listener besides the PLAINTEXT one (ecst/stack/secure.py)."""
 
     name = "kafka"
     heap = "768m"
 
-    def __init__(self, home: Path, jars: Path, port: int, controller_port: int) -> None:
+    def __init__(self, home: Path, jars: Path, port: int, controller_port: int,
+                 secure_port: int = 19094) -> None:
         super().__init__(home, jars)
         self.port = port
         self.controller_port = controller_port
+        self.secure = SecureListener(home, secure_port)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _config(self) -> Path:
-        private_dir(self.dir)
-        path = self.dir / "server.properties"
-        write_private(path, _properties({
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "server.properties"
+
+    def _config_text(self) -> str:
+        return _properties({
             "process.roles": "broker,controller",
             "node.id": 1,
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -143,20 +149,52 @@ class KafkaBroker(JavaComponent):
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
             "log.cleaner.backoff.ms": 1000,
-        }))
-        return path
+            **(self.secure.broker_properties(self.port, self.controller_port) if self.secure.enabled else {}),
+        })
+
+    def _config(self) -> Path:
+        private_dir(self.dir)
+        write_private(self.config_file, self._config_text())
+        return self.config_file
+
+    def needs_restart(self) -> bool:
+        """True when the running broker was started with the secure profile and it is off now, or
+        the other way round (nothing else: a broker started with other settings is reused, as
+        always)."""
+        if self.pid is None:
+            return False
+        try:
+            running = self.config_file.read_text()
+        except OSError:
+            return False
+        return (f"{LISTENER}://" in running) != self.secure.enabled
 
     def start(self, timeout_s: float = 90.0) -> int:
         if self.pid:
+            if self.secure.enabled:
+                self._ensure_user()
             return self.pid
         process.require_free(self.port, "Kafka broker", "ECST_KAFKA_PORT")
         process.require_free(self.controller_port, "Kafka controller", "ECST_CONTROLLER_PORT")
+        if self.secure.enabled:
+            process.require_free(self.secure.port, "Kafka SASL_SSL listener", "ECST_KAFKA_SECURE_PORT")
         config = self._config()
         if not (self.dir / "data" / "meta.properties").exists():
             self._format(config)
         pid = self._java("kafka.Kafka", str(config))
         self._wait(pid, timeout_s)
+        if self.secure.enabled:
+            self._ensure_user()
         return pid
+
+    def _ensure_user(self) -> None:
+        """The secure listener's SCRAM user, created once per formatted storage (the marker
+        lives with the data, so a fresh format creates it again)."""
+        marker = self.dir / "data" / ".ecst-scram-user"
+        if marker.exists() and marker.read_text() == str(self.secure.state.stat().st_mtime_ns):
+            return
+        self.secure.create_user(self.bootstrap)
+        write_private(marker, str(self.secure.state.stat().st_mtime_ns))
 
     def _format(self, config: Path) -> None:
         result = subprocess.run(

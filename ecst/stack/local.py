@@ -49,7 +49,7 @@ class LocalStack:
             self.home, settings.pg_port, creds["admin_password"], creds["connector_password"]
         )
         self.kafka = KafkaBroker(self.home, self.jars_dir, settings.kafka_port,
-                                 settings.controller_port)
+                                 settings.controller_port, settings.kafka_secure_port)
         self.connect = ConnectWorker(
             self.home, self.jars_dir, settings.connect_port, self.kafka.bootstrap,
             worker_env=self.worker_env(),
@@ -117,6 +117,27 @@ class LocalStack:
         }
         return [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
 
+    def secure_env_lines(self, password: bool = False) -> list[str]:
+        """`export` lines that point ecst at the secure listener (`ecst stack env --secure`); the
+        password only with `password` (else a comment says where it is)."""
+        if not self.kafka.secure.enabled:
+            raise StackError("the secure profile is off in this home: run `ecst stack up --secure` first")
+        sec = self.kafka.secure.security()
+        values = {
+            "ECST_BOOTSTRAP_SERVERS": self.kafka.secure.bootstrap,
+            "ECST_KAFKA_SECURITY_PROTOCOL": sec.protocol,
+            "ECST_KAFKA_SASL_MECHANISM": str(sec.mechanism),
+            "ECST_KAFKA_SASL_USERNAME": str(sec.username),
+            "ECST_KAFKA_SSL_CAFILE": str(sec.cafile),
+        }
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+        if password and sec.password is not None:
+            lines.append(f"export ECST_KAFKA_SASL_PASSWORD={shlex.quote(sec.password.reveal())}")
+        else:
+            lines.append(f"# ECST_KAFKA_SASL_PASSWORD: the \"password\" in {self.kafka.secure.state} "
+                         "(or `ecst stack env --secure --show-password`)")
+        return lines
+
     # -- lifecycle ------------------------------------------------------------------------
     def preflight(self) -> None:
         """Fail in one line, before any work, on a missing Java or a taken port."""
@@ -127,6 +148,9 @@ class LocalStack:
             (self.kafka.pid, s.controller_port, "Kafka controller", "ECST_CONTROLLER_PORT"),
             (self.connect.pid, s.connect_port, "Kafka Connect REST", "ECST_CONNECT_PORT"),
         ]
+        if self.kafka.secure.enabled:
+            checks.append((self.kafka.pid, s.kafka_secure_port, "Kafka SASL_SSL listener",
+                           "ECST_KAFKA_SECURE_PORT"))
         if not (self.kafka.pid and self.connect.pid):
             java()
         for running, port, what, var in checks:
@@ -137,12 +161,22 @@ class LocalStack:
         """Kafka's data (users' rows), the logs, the demo's state and the secrets owner-only: 0700
         folders, 0600 files, also where an earlier version left them readable. The home itself keeps
         its mode (as root, the `postgres` OS user may need to pass through it); the jars stay public."""
-        for name in ("kafka", "connect", "logs", "run", "demo", "credentials.json", "pgpass"):
+        for name in ("kafka", "connect", "logs", "run", "demo", "credentials.json", "pgpass", "secure"):
             restrict(self.home / name)
         self.postgres.make_private()
 
-    def up(self, log: Callable[[str], None] = lambda msg: None) -> list[Component]:
-        """Install what is missing, start what is not running, health-check everything."""
+    def up(self, log: Callable[[str], None] = lambda msg: None,
+           secure: bool | None = None) -> list[Component]:
+        """Install what is missing, start what is not running, health-check everything.
+        `secure` True turns the secure profile on (a SASL_SSL listener), False off, None keeps
+        this home's choice; a running broker whose listeners change is restarted."""
+        if secure and self.kafka.secure.enable():
+            log(f"made the secure profile's CA, broker certificate and password in {self.kafka.secure.dir}")
+        elif secure is False and self.kafka.secure.disable():
+            log("secure profile turned off")
+        if self.kafka.needs_restart():
+            log("restarting Kafka: its listeners changed")
+            self.kafka.stop()
         self.preflight()
         self.make_private()
         if not (self.kafka.pid and self.connect.pid):
@@ -152,7 +186,8 @@ class LocalStack:
             log(f"created PostgreSQL cluster in {self.postgres.paths.data}")
         log(f"starting PostgreSQL on 127.0.0.1:{self.settings.pg_port}")
         self.postgres.start()
-        log(f"starting Kafka (KRaft) on {self.kafka.bootstrap}")
+        log(f"starting Kafka (KRaft) on {self.kafka.bootstrap}" + (
+            f", SASL_SSL on {self.kafka.secure.bootstrap}" if self.kafka.secure.enabled else ""))
         self.kafka.start()
         log(f"starting Kafka Connect on {self.connect.url}")
         self.connect.start()
@@ -174,7 +209,8 @@ class LocalStack:
         return [
             Component("postgres", pg_pid is not None, pg_pid,
                       f"postgresql://127.0.0.1:{self.settings.pg_port}/{PRODUCER_DB}"),
-            Component("kafka", self.kafka.pid is not None, self.kafka.pid, self.kafka.bootstrap),
+            Component("kafka", self.kafka.pid is not None, self.kafka.pid, self.kafka.bootstrap + (
+                f" SASL_SSL {self.kafka.secure.bootstrap}" if self.kafka.secure.enabled else "")),
             Component("connect", self.connect.pid is not None, self.connect.pid, self.connect.url),
         ]
 

@@ -82,9 +82,11 @@ class Capture:
         return apply_mod.apply(self.client, self.definition).action
 
     def consumer(self, store: StateStore, group: str | None = None, batch_size: int = 1000,
-                 **config) -> Consumer:
+                 bootstrap=None, **config) -> Consumer:
+        """A consumer of this capture's topic; `bootstrap` (a KafkaSettings or host:port):
+        another way to the broker than the stack's PLAINTEXT listener."""
         config.setdefault("topics", (TopicMapping(self.topic),))
-        return Consumer(store, bootstrap_servers=self.stack.bootstrap,
+        return Consumer(store, bootstrap_servers=bootstrap or self.stack.bootstrap,
                         group_id=group or f"g-{self.uid}", batch_size=batch_size,
                         config=ConsumerConfig().with_(**config))
 

@@ -12,13 +12,15 @@ from ecst.stack import LocalStack
 
 
 class LocalBackend:
-    """`ecst stack up` in the checkout's .ecst/ (or ECST_HOME); stopped at the end only if this
-    session started it, so a stack left up by `make demo` is reused and kept."""
+    """`ecst stack up --secure` in the checkout's .ecst/ (or ECST_HOME); stopped at the end only if
+    this session started it, so a stack left up by `make demo` is reused and kept. The secure
+    profile (a SASL_SSL listener beside PLAINTEXT, for test_kafka_security.py) is turned on here,
+    before any test runs: a reused broker without it is restarted once, at the session's start."""
 
     def __init__(self) -> None:
         self.stack = LocalStack(Settings.from_env())
         self.started_here = not self.stack.is_up()
-        self.stack.up()
+        self.stack.up(secure=True)
         self.connect_url = self.stack.connect.url
         self.bootstrap = self.stack.kafka.bootstrap
         self.settings = self.stack.settings
