@@ -85,6 +85,8 @@ def test_the_consumer_deployment(target):
     assert d["spec"]["replicas"] == (1 if name == "dev" else 3)
     pod = d["spec"]["template"]["spec"]
     labels = d["spec"]["template"]["metadata"]["labels"]
+    # the image's USER is a numeric UID (consumer/Dockerfile), so the kubelet can check it is not root
+    assert pod["securityContext"]["runAsNonRoot"] is True
     assert d["spec"]["selector"]["matchLabels"].items() <= labels.items()
     [c] = pod["containers"]
     port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
@@ -104,7 +106,8 @@ def test_the_consumer_deployment(target):
     [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
     cm = _one(objects, "ConfigMap", volume["configMap"]["name"])
     [(file, text)] = cm["data"].items()
-    assert c["args"] == ["ecst", "consume", "-c", f"{mount['mountPath']}/{file}"]
+    # the image's ENTRYPOINT is ["ecst"] (consumer/Dockerfile): args are what follows it
+    assert c["args"] == ["consume", "-c", f"{mount['mountPath']}/{file}"]
     secret = secrets["ecst-consumer"]["stringData"]
     environ = {"ECST_STATE_URL": secret["state-url"],
                "ECST_BOOTSTRAP_SERVERS": secret["kafka-bootstrap-servers"],
