@@ -25,6 +25,14 @@ from ecst.exceptions import StateStoreUnavailableError
 log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 MEMBERSHIP_CHECK_S = 10.0  # an idle static member commits this often, to learn it was fenced
+# A join of the group that has not finished after this long is given up: kafka-python 3.0.12 was seen
+# (1 run in 6 of a test) to leave a one-member group's re-join unfinished for good after "performing
+# partition assignments", the member holding no partition and reading nothing. Live members rejoin
+# within a poll (seconds) and a dead one is dropped after its session timeout (10 s), so a join this
+# long is stuck; during it the member holds no partition (kafka-python revoked them before joining),
+# so a new consumer replacing it loses nothing: it is assigned partitions and seeks to the stored
+# offsets like after any rebalance (docs/benchmark-notes.md, "the CI hang").
+JOIN_STUCK_S = 120.0
 # kafka-python's fetch options the consumer sets over its defaults (docs/benchmark-notes.md, "Overlapped
 # stages and Kafka fetch options"). 4 MiB per partition fetched a batch of 2,000 records of 2.4 kB in one
 # round trip (1.25-1.56x the raw fetch rate), but raised the consumer's peak RSS from about 95 MB to about
@@ -100,21 +108,26 @@ class GroupReader:
                  health: StoreHealth, *, client_id: str, poll_timeout_ms: int,
                  alive: Callable[[], None], before_rebalance: Callable[[], None] | None = None,
                  after_assignment: Callable[[], None] | None = None,
-                 kafka_options: dict[str, Any] | None = None) -> None:
+                 kafka_options: dict[str, Any] | None = None, join_stuck_s: float = JOIN_STUCK_S) -> None:
         self.settings = settings
         self.config = config
         self.topics = [m.topic for m in config.topics]
         self.poll_timeout_ms = poll_timeout_ms
         self.alive = alive
-        self.consumer = kafka.consumer(
-            settings, group_id=config.group_id,
+        self.join_stuck_s = join_stuck_s
+        self._options: dict[str, Any] = dict(
+            group_id=config.group_id,
             # static membership: a restarted member takes its partitions back at once
             group_instance_id=config.group_instance_id or None,
             client_id=client_id, auto_offset_reset="earliest", max_poll_records=config.batch_size,
             **{**FETCH_OPTIONS, **(kafka_options or {})})
+        self.consumer = kafka.consumer(settings, **self._options)
         self.listener = SeekToStoredOffsets(self.consumer, store, health, before_rebalance, after_assignment)
         self._last_commit = time.monotonic()
         self._present: dict[str, bool] = {}
+        self._subscribed = False
+        self._joining_since: float | None = None  # when the member was last seen not joined
+        self.replaced = 0  # consumers replaced after a join that did not finish
 
     # -- start --------------------------------------------------------------------------
     def find_topics(self) -> tuple[list[TopicPartition], list[str]]:
@@ -143,6 +156,7 @@ class GroupReader:
 
     def subscribe(self) -> None:
         self.consumer.subscribe(self.topics, listener=self.listener)
+        self._subscribed = True
 
     # -- the loop's calls ---------------------------------------------------------------
     def poll(self, timeout_ms: int | None = None) -> list:
@@ -150,7 +164,31 @@ class GroupReader:
         the reader's poll timeout) when none has arrived."""
         wait = self.poll_timeout_ms if timeout_ms is None else min(timeout_ms, self.poll_timeout_ms)
         polled = self.consumer.poll(timeout_ms=wait, max_records=self.config.batch_size)
+        self._check_join()
         return [m for messages in polled.values() for m in messages]
+
+    def _check_join(self) -> None:
+        """Replace the consumer when its join of the group has lasted `join_stuck_s` (see JOIN_STUCK_S)."""
+        if not self._subscribed:
+            return
+        now = time.monotonic()
+        if joined(self.consumer):
+            self._joining_since = None
+            return
+        if self._joining_since is None:
+            self._joining_since = now
+            return
+        if now - self._joining_since < self.join_stuck_s:
+            return
+        log.warning("the Kafka client has not finished joining group %s in %.0f s: a new client replaces it "
+                    "(it holds no partition meanwhile; the new one reads from the stored offsets)",
+                    self.config.group_id, now - self._joining_since)
+        self.close()
+        self.consumer = kafka.consumer(self.settings, **self._options)
+        self.listener.consumer = self.consumer
+        self.consumer.subscribe(self.topics, listener=self.listener)
+        self._joining_since = None
+        self.replaced += 1
 
     def reposition(self, stored: Offsets | None = None) -> None:
         """Position every assigned partition at the stored offsets again."""
@@ -237,6 +275,7 @@ class GroupReader:
             self.consumer.pause(*self.consumer.assignment())  # also partitions a rebalance brought
             self.consumer.poll(timeout_ms=max(1, min(self.poll_timeout_ms,
                                                      int((deadline - time.monotonic()) * 1000))))
+            self._check_join()
 
     def resume(self, stored: Offsets) -> None:
         """After a state-store outage: position at the offsets the store holds, and resume."""
@@ -264,6 +303,16 @@ class GroupReader:
             self.consumer.close(autocommit=False)
         except KafkaError:
             log.warning("error while closing the Kafka consumer", exc_info=True)
+
+
+def joined(consumer: KafkaConsumer) -> bool:
+    """Whether kafka-python's consumer is a member of its group with no join in progress (True for a
+    client it does not know how to ask: the check is then off)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    stable, need_rejoin = getattr(coordinator, "stable", None), getattr(coordinator, "need_rejoin", None)
+    if stable is None or need_rejoin is None:
+        return True
+    return bool(stable()) and not need_rejoin()
 
 
 def topic_presence(metrics: Metrics, seen: dict[str, bool], topic: str, present: bool) -> None:
