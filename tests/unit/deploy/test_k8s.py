@@ -117,6 +117,16 @@ def test_the_consumer_deployment(target):
     assert config.state_url.reveal().startswith("postgresql://")
     assert config.group_id == "users-service" and config.group_instance_id == ""
     assert [t.topic for t in config.topics] == ["producer.public.users"]
+    # Kafka over the TLS listener the Connect workers use, trusting the CA they trust, read from a mount
+    connect = _one(objects, "KafkaConnect")["spec"]
+    security = config.kafka_security
+    assert security is not None and security.protocol == "SSL" and security.check_hostname
+    assert config.bootstrap_servers == connect["bootstrapServers"]
+    [ca_mount] = [m for m in c["volumeMounts"] if security.cafile.startswith(m["mountPath"] + "/")]
+    [ca_volume] = [v for v in pod["volumes"] if v["name"] == ca_mount["name"]]
+    trusted = {t["secretName"] for t in connect["tls"]["trustedCertificates"]}
+    assert ca_volume["secret"]["secretName"] in trusted
+    assert {"key": "ca.crt", "path": Path(security.cafile).name} in ca_volume["secret"]["items"]
 
 
 def test_the_consumer_config_keeps_consumer_users_yaml_mapping():
