@@ -211,8 +211,10 @@ def test_consume_says_why_the_topic_of_a_failed_connector_yields_nothing(history
     task = wait_for(lambda: failed_task(history), "the task failing")
     assert "Compacted topic cannot accept message without key" in task["trace"]
 
+    # consume logs at INFO by default (a line per batch, rebalances): WARNING leaves the message alone
     r = ecst("consume", "--topic", history.topic, "--state-url", f"sqlite:///{tmp_path / 'state.db'}",
-             "--bootstrap-servers", stack.bootstrap, "--group", f"g-{history.uid}", "--until-caught-up")
+             "--bootstrap-servers", stack.bootstrap, "--group", f"g-{history.uid}", "--until-caught-up",
+             "--log-level", "WARNING")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("applied 0 records")
     line = one_line(r)
@@ -227,8 +229,10 @@ def test_records_without_a_key_stop_the_consumer_with_one_line(history, stack, t
     apply_mod.apply(history.client, history.definition)
     wait_for(lambda: records_in(stack.bootstrap, history.topic) >= 10, "the snapshot reaching the topic")
 
+    # consume logs at INFO by default (a line per batch, rebalances): WARNING leaves the message alone
     r = ecst("consume", "--topic", history.topic, "--state-url", f"sqlite:///{tmp_path / 'state.db'}",
-             "--bootstrap-servers", stack.bootstrap, "--group", f"g-{history.uid}", "--until-caught-up")
+             "--bootstrap-servers", stack.bootstrap, "--group", f"g-{history.uid}", "--until-caught-up",
+             "--log-level", "WARNING")
     assert r.returncode == 1, r.stdout + r.stderr
     line = one_line(r)
     assert line.startswith(f"Error: {history.topic}["), line
