@@ -11,6 +11,7 @@ and no later update repairs a lost one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -38,8 +39,10 @@ WRITERS = 4
 
 @contextmanager
 def in_flight_writers(capture, writers=WRITERS, start=0):
-    """`writers` connections; each updates users it alone touches, never the same one twice, in
-    transactions that stay open 0-20 ms after their write. Yields the count of commits so far."""
+    """`writers` connections; each updates users it alone touches, in transactions that stay open
+    0-20 ms after their write, one user after another, then again from its first (a slow run, such as
+    one whose rebuild waited for a stuck group join, must not run out of writes before the connector
+    restarts). Yields the count of commits so far."""
     done = threading.Event()
     commits = [0] * writers
     errors: list[BaseException] = []
@@ -49,7 +52,7 @@ def in_flight_writers(capture, writers=WRITERS, start=0):
         conn.autocommit = False
         rnd = random.Random(i)
         try:
-            for n, uid in enumerate(range(1 + i + start, ROWS + 1, writers)):
+            for n, uid in enumerate(itertools.cycle(range(1 + i + start, ROWS + 1, writers))):
                 if done.is_set():
                     break
                 conn.execute(f'UPDATE "{capture.table}" SET full_name = %s, updated_at = now() '
