@@ -2,7 +2,7 @@
 one JSON line when done: wall and CPU seconds of the run, peak RSS of the process, records.
 
     python -m benchmarks.consume_worker --bootstrap HOST:PORT --topic T --state URL \
-        --group G [--until caught-up|ready] [--batch-size 2000]
+        --group G [--until caught-up|ready] [--batch-size 2000] [--kafka-client kafka-python|confluent]
 
 The clock starts when `Consumer.run` is called (after imports and opening the state store) and
 includes joining the group; `ready_at` is the wall-clock time the run ended, for the harness's
@@ -34,14 +34,16 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--until", choices=["caught-up", "ready"], default="caught-up")
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--kafka-client", choices=["kafka-python", "confluent"], default="kafka-python")
     args = parser.parse_args()
 
+    from ecst.consumer.config import ConsumerConfig
     from ecst.consumer.runner import Consumer
     from ecst.consumer.store import StateStore
 
     store = StateStore(args.state)
     consumer = Consumer(store, [args.topic], bootstrap_servers=args.bootstrap, group_id=args.group,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, config=ConsumerConfig(kafka_client=args.kafka_client))
     print("started", flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()

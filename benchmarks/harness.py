@@ -108,7 +108,7 @@ def machine_facts(stack: LocalStack) -> dict[str, Any]:
         "os": platform.platform(), "python": platform.python_version(),
         "load_average_start": os.getloadavg(),
         "versions": {
-            **{p: version(p) for p in ("kafka-python", "SQLAlchemy", "psycopg", "orjson")},
+            **{p: version(p) for p in ("kafka-python", "confluent-kafka", "SQLAlchemy", "psycopg", "orjson")},
             "postgresql": pg, "kafka": prop("kafka.version"), "debezium": prop("debezium.version"),
             "debezium-connector-jdbc": prop("debezium.jdbc.version"),
         },
@@ -190,14 +190,14 @@ class Prefilled:
 
 # ----- scenarios --------------------------------------------------------------------------------
 def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Callable[[str], None],
-                   with_sink: bool = True) -> dict[str, Any]:
+                   with_sink: bool = True, confluent: bool = True) -> dict[str, Any]:
     data = Prefilled(stack, sizes.rows)
     log(f"apply: {data.records:,} records in {data.capture.topic}")
     try:
-        def ecst(url_of: Callable[[], str]) -> Callable[[], dict[str, Any]]:
+        def ecst(url_of: Callable[[], str], client: str = "kafka-python") -> Callable[[], dict[str, Any]]:
             def run() -> dict[str, Any]:
                 url = url_of()
-                res = ConsumerProcess(stack, data.capture.topic, url).result()
+                res = ConsumerProcess(stack, data.capture.topic, url, kafka_client=client).result()
                 check_equal(stack, data.table, url)
                 return {"events_per_s": data.records / res["wall_s"],
                         "cpu_s_per_1000": 1000 * res["cpu_s"] / data.records,
@@ -205,8 +205,11 @@ def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Ca
             return run
 
         folder = tempfile.TemporaryDirectory()
-        sides = {"ecst, SQLite": ecst(lambda: f"sqlite:///{folder.name}/{uid()}.db"),
-                 "ecst, PostgreSQL": ecst(lambda: dbs.url(dbs.new()))}
+        sqlite_url = lambda: f"sqlite:///{folder.name}/{uid()}.db"  # noqa: E731
+        sides = {report.SQLITE: ecst(sqlite_url), report.PG: ecst(lambda: dbs.url(dbs.new()))}
+        if confluent:  # the optional client (kafka.client: confluent), beside the default
+            sides[report.CONFLUENT_SQLITE] = ecst(sqlite_url, "confluent")
+            sides[report.CONFLUENT_PG] = ecst(lambda: dbs.url(dbs.new()), "confluent")
         if with_sink:
             from benchmarks import scenarios_connect
 
@@ -218,7 +221,7 @@ def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Ca
                                        f"{res.get('comparison')}")
                 return {"events_per_s": data.records / res["wall_s"],
                         "cpu_s_per_1000": 1000 * res["worker_cpu_s"] / data.records, "wall_s": res["wall_s"]}
-            sides["JDBC sink, PostgreSQL"] = sink
+            sides[report.SINK] = sink
         runs = alternate(sides, sizes.repeats, log)
         folder.cleanup()
         return {"rows": data.rows, "records": data.records, "runs": runs}
@@ -283,11 +286,11 @@ def scenario_bootstrap(stack: LocalStack, sizes: Sizes, log: Callable[[str], Non
     table = users_table(stack, sizes.rows)
     folder = tempfile.TemporaryDirectory()
 
-    def ecst() -> dict[str, Any]:
+    def ecst(client: str = "kafka-python") -> dict[str, Any]:
         capture = Capture(stack, table)
         try:
             url = f"sqlite:///{folder.name}/{uid()}.db"
-            worker = ConsumerProcess(stack, capture.topic, url, until="ready")
+            worker = ConsumerProcess(stack, capture.topic, url, until="ready", kafka_client=client)
             applied = capture.apply()
             res = worker.result()
             check_equal(stack, table, url)
@@ -304,7 +307,8 @@ def scenario_bootstrap(stack: LocalStack, sizes: Sizes, log: Callable[[str], Non
             capture.remove()
 
     try:
-        runs = alternate({"ecst end to end": ecst, "Debezium only": debezium}, sizes.repeats, log)
+        runs = alternate({report.BOOT_ECST: ecst, report.BOOT_DEBEZIUM: debezium,
+                          report.BOOT_CONFLUENT: lambda: ecst("confluent")}, sizes.repeats, log)
         return {"rows": sizes.rows, "runs": runs}
     finally:
         folder.cleanup()
@@ -375,8 +379,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(sizes: Sizes, only: list[str], out: Path, quick: bool, log: Callable[[str], None]) -> int:
+    """Every scenario of `only` on the local stack; a stack this run started is stopped at the end
+    (one already running is left running)."""
     stack = LocalStack(Settings.from_env())
+    started_here = not stack.is_up()
     stack.up()
+    try:
+        return _scenarios(stack, sizes, only, out, quick, log)
+    finally:
+        if started_here:
+            stack.down()
+            log("stopped the local stack this run started")
+
+
+def _scenarios(stack: LocalStack, sizes: Sizes, only: list[str], out: Path, quick: bool,
+               log: Callable[[str], None]) -> int:
     run = Run(quick=quick, sizes=asdict(sizes), facts=machine_facts(stack))
     dbs = StateDatabases(stack)
     started = time.monotonic()

@@ -350,6 +350,14 @@ CREATE CONSTRAINT TRIGGER {fn} AFTER INSERT OR UPDATE ON {table}
 """
 
 
+# The local stack's cluster runs with synchronous_commit off (a disposable cluster, tuned for test
+# speed): a commit then returns before its WAL is flushed, and logical decoding, which reads flushed
+# WAL only, sees it when the WAL writer next flushes (every wal_writer_delay, 200 ms): up to a few
+# hundred ms of latency, before either side's part, that a producer on PostgreSQL's default does
+# not have. The writer commits as such a producer does.
+SYNCHRONOUS_COMMIT = "SET synchronous_commit = on"
+
+
 class Writer:
     """Updates at a fixed rate: transactions of `per_txn` rows, paced on a schedule (a late
     transaction is sent at once: the rate is kept as long as the database can), each setting
@@ -387,6 +395,7 @@ class Writer:
         interval = self.per_txn / self.rate
         try:
             with self.st.postgres.connect() as conn:
+                conn.execute(SYNCHRONOUS_COMMIT)
                 while True:
                     with self.lock:
                         j = self.next_txn

@@ -151,10 +151,11 @@ class ConsumerProcess:
     are then its own. `result()` waits for it and returns its JSON report."""
 
     def __init__(self, stack: LocalStack, topic: str, state_url: str, *, until: str = "caught-up",
-                 batch_size: int = 2000, extra: list[str] | None = None) -> None:
+                 batch_size: int = 2000, kafka_client: str = "kafka-python",
+                 extra: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "benchmarks.consume_worker", "--bootstrap", stack.kafka.bootstrap,
                "--topic", topic, "--state", state_url, "--group", f"bench-{uid()}", "--until", until,
-               "--batch-size", str(batch_size), *(extra or [])]
+               "--batch-size", str(batch_size), "--kafka-client", kafka_client, *(extra or [])]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert self.proc.stdout is not None

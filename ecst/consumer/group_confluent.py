@@ -81,6 +81,12 @@ def mapped_error(error: Any, settings: kafka.KafkaSettings, doing: str) -> Excep
                                  "(is the stack up? `ecst stack status`)")
 
 
+# The prefetch queue's bound, in KiB: at 8 MiB a batch of 2,000 records of 2.4 kB is always
+# waiting, and the process stays near kafka-python's peak memory (docs/benchmark-notes.md).
+QUEUED_KB = 8192
+FETCH_WAIT_MS = 100
+
+
 def reader_options(settings: kafka.KafkaSettings, config: ConsumerConfig, client_id: str) -> dict[str, Any]:
     """librdkafka's configuration of the group reader: what kafka-python's gets, in its words."""
     options = {
@@ -90,6 +96,13 @@ def reader_options(settings: kafka.KafkaSettings, config: ConsumerConfig, client
         "enable.auto.commit": False,  # offsets are committed after the state, by the loop
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # librdkafka prefetches up to 64 MiB per partition queue by default; QUEUED_KB bounds it
+        "queued.max.messages.kbytes": QUEUED_KB,
+        "fetch.queue.backoff.ms": 10,
+        # A fetch with nothing to return waits this long at the broker, and the reader's other
+        # requests (end offsets at a snapshot's markers, metadata) queue behind it on the same
+        # connection: librdkafka's 500 ms cost about 0.5 s per such request.
+        "fetch.wait.max.ms": FETCH_WAIT_MS,
     }
     if config.group_instance_id:
         options["group.instance.id"] = config.group_instance_id  # static membership

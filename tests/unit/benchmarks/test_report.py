@@ -104,3 +104,30 @@ def test_highest_sustained_rate_is_the_highest_most_rounds_kept_up_with():
              "3000": runs([False, True, False], [False] * 3)}
     assert report.highest_sustained(rates) == {"ecst": 1000, "sink": 500}
     assert report.highest_sustained({"500": runs([False] * 3, [True] * 3)}) == {"ecst": None, "sink": 500}
+
+
+def test_the_optional_clients_sides_get_ratios_and_unmet_goals_link_to_their_bounds():
+    runs = _sides(3, **{report.SQLITE: _ecst(4e3, 5e3, 6e3), report.PG: _ecst(4e3, 4e3, 4e3),
+                        report.SINK: [{"events_per_s": 5e3, "cpu_s_per_1000": 0.2}] * 3,
+                        report.CONFLUENT_SQLITE: _ecst(8e3, 9e3, 12e3),
+                        report.CONFLUENT_PG: _ecst(6e3, 7e3, 5e3)})
+    text = report.markdown(_run(apply={"rows": 10, "records": 20, "runs": runs}))
+    assert "| ecst, SQLite, confluent-kafka | 9,000 |" in text
+    assert "confluent-kafka / kafka-python: **2.00**" in text  # SQLite: 8/4, 9/5, 12/6
+    assert "ecst with confluent-kafka into PostgreSQL / JDBC sink: **1.20**" in text  # 6/5, 7/5, 5/5
+    assert "ecst into PostgreSQL / JDBC sink: **0.80**" in text
+    # the goals stay the default client's: 4,000/5,000 and 5,000 events/s, neither met
+    goals = {g["name"]: g for g in report.goals(_run(apply={"rows": 10, "records": 20, "runs": runs}))}
+    assert goals["apply into SQLite"]["measured"] == 5e3
+    assert text.count(f"**no** ([what bounds it]({report.BOUNDS}))") == 2
+
+
+def test_bootstrap_reports_the_optional_client_beside_the_goal_side():
+    boot = {"rows": 5, "runs": _sides(3, **{report.BOOT_ECST: [{"seconds": s} for s in (20, 18, 22)],
+                                            report.BOOT_DEBEZIUM: [{"seconds": 10}] * 3,
+                                            report.BOOT_CONFLUENT: [{"seconds": s} for s in (13, 12, 11)]})}
+    run = _run(bootstrap=boot)
+    text = report.markdown(run)
+    assert "ecst end to end / Debezium only: **2.00**" in text
+    assert "ecst end to end with confluent-kafka / Debezium only: **1.20**" in text
+    assert [g["measured"] for g in report.goals(run)] == [2.0]  # the goal is the default client's

@@ -141,6 +141,12 @@ def test_the_options_are_kafka_pythons_in_librdkafkas_words():
     assert "group.instance.id" not in dynamic
 
 
+def test_librdkafka_takes_the_options_and_its_prefetch_is_bounded():
+    options = gc.reader_options(SETTINGS, CONFIG, "c")
+    assert options["queued.max.messages.kbytes"] == gc.QUEUED_KB < 65536  # librdkafka's default: 64 MiB
+    ck.Consumer(options).close()  # an unknown or invalid property raises KafkaException here
+
+
 def test_each_partition_starts_at_its_stored_offset_else_the_beginning():
     assert gc.start_offsets([("t", 0), ("t", 1)], {("t", 0): 42, ("u", 1): 5}) == [
         ("t", 0, 42), ("t", 1, gc.OFFSET_BEGINNING)]
