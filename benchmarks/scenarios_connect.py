@@ -286,8 +286,9 @@ def sink_apply(stack: Any, topic: str, rows_expected: int, *, source_table: str 
 
 # ----- the ecst consumer, as its own process -----------------------------------------------------
 @contextmanager
-def _ecst_consumer(st: LocalStack, topic: str, state_db: str,
-                   batch_size: int = BATCH) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], None]]]:
+def _ecst_consumer(st: LocalStack, topic: str, state_db: str, batch_size: int = BATCH,
+                   kafka_client: str = "kafka-python",
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], None]]]:
     """`ecst consume` into PostgreSQL database `state_db` (created here, dropped on exit) as a
     child process, as it runs in production: not sharing this process's interpreter (and GIL)
     with the writer threads. SIGTERM on exit (it finishes its batch)."""
@@ -296,7 +297,7 @@ def _ecst_consumer(st: LocalStack, topic: str, state_db: str,
     env = {**os.environ, "ECST_STATE_URL": _state_url(st, state_db)}
     cmd = [sys.executable, "-m", "ecst", "consume", "--topic", topic, "--group", f"bench-{state_db}",
            "--group-instance-id", "", "--bootstrap-servers", st.kafka.bootstrap,
-           "--batch-size", str(batch_size)]
+           "--batch-size", str(batch_size), "--kafka-client", kafka_client]
     proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT)
 
     def alive() -> None:
@@ -450,7 +451,8 @@ def _percentile(values: list[float], p: float) -> float:
 
 def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: int | None = None,
                    threads: int | None = None, batch_size: int = BATCH, unnest: bool = False,
-                   catch_up_timeout_s: float = 120.0, source_split: bool = True) -> dict[str, Any]:
+                   catch_up_timeout_s: float = 120.0, source_split: bool = True,
+                   kafka_client: str = "kafka-python") -> dict[str, Any]:
     """Latency of streamed changes, producer commit to applied row, for `side` "ecst" or "sink".
 
     A new producer table (`rows` users, by default rate*seconds so no user is updated twice,
@@ -499,7 +501,8 @@ def stream_latency(stack: Any, rate: int, seconds: float, side: str, *, rows: in
             result["unnest"] = unnest
         else:
             target_db, table = f"bench_ecst_{uid}", ""
-            side_cm = _ecst_consumer(st, cap.topic, target_db, batch_size)
+            side_cm = _ecst_consumer(st, cap.topic, target_db, batch_size, kafka_client)
+            result["kafka_client"] = kafka_client
         with side_cm as (handle, alive):
             with st.postgres.connect(target_db) as target:
                 if side == "ecst":

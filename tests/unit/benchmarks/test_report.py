@@ -131,3 +131,18 @@ def test_bootstrap_reports_the_optional_client_beside_the_goal_side():
     assert "ecst end to end / Debezium only: **2.00**" in text
     assert "ecst end to end with confluent-kafka / Debezium only: **1.20**" in text
     assert [g["measured"] for g in report.goals(run)] == [2.0]  # the goal is the default client's
+
+
+def test_the_optional_clients_latency_side_is_shown_but_not_ranked_nor_a_goal():
+    figures = {"p50_ms": 50, "p99_ms": 90, "max_ms": 120, "backlog_s": 0.1, "kept_up": True}
+    rates = {"1000": _sides(3, ecst=[figures] * 3, sink=[figures] * 3),
+             "3000": _sides(3, ecst=[{**figures, "p99_ms": 5000, "kept_up": False}] * 3,
+                            sink=[{**figures, "p99_ms": 3000}] * 3,
+                            **{report.LATENCY_CONFLUENT: [{**figures, "p99_ms": 2000}] * 3})}
+    run = _run(latency={"seconds": 60, "rates": rates})
+    text = report.markdown(run)
+    assert f"| 3,000 | {report.LATENCY_CONFLUENT} | 50 | 2,000 | 120 | 0.1 | yes |" in text
+    assert "ecst 1,000 changes/s, sink 3,000 changes/s." in text
+    assert "run at 3,000 changes/s only" in text
+    goals = {g["name"]: g["measured"] for g in report.goals(run)}
+    assert goals["p99 latency at 3,000 changes/s, below the JDBC sink's on the same run"] == 5000
