@@ -143,8 +143,9 @@ def markdown(run: dict[str, Any]) -> str:
                     [[g["name"], figure(g, "measured"),
                       f"{'≥' if g['better'] == 'higher' else '≤'} {figure(g, 'target')}",
                       "yes" if g["met"] else f"**no** ([what bounds it]({BOUNDS}))"] for g in gs])
-    lines += ["The goals are measured with the consumer's default Kafka client, kafka-python; the apply "
-              "scenario also runs the optional one (`kafka.client: confluent`).", ""]
+    lines += ["The goals are measured with the consumer's default Kafka client, kafka-python; the apply and "
+              "bootstrap scenarios, and the latency scenario at one rate, also run the optional one "
+              "(`kafka.client: confluent`).", ""]
     if "apply" in sc:
         a = sc["apply"]
         lines += ["## Apply throughput", "",
