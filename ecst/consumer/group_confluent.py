@@ -96,7 +96,7 @@ def reader_options(settings: kafka.KafkaSettings, config: ConsumerConfig, client
         "enable.auto.commit": False,  # offsets are committed after the state, by the loop
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
-        # librdkafka prefetches up to 64 MiB per partition queue by default; QUEUED_KB bounds it
+        # librdkafka prefetches up to 64 MiB into the consumer's queue by default; QUEUED_KB bounds it
         "queued.max.messages.kbytes": QUEUED_KB,
         "fetch.queue.backoff.ms": 10,
         # A fetch with nothing to return waits this long at the broker, and the reader's other
