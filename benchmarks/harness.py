@@ -124,7 +124,7 @@ def alternate(sides: dict[str, Callable[[], dict[str, Any]]], repeats: int,
     for i in range(repeats):
         for side, fn in sides.items():
             figures = fn()
-            runs.append({"side": side, "round": i, **figures})
+            runs.append({**figures, "side": side, "round": i})  # the side's name, whatever figures say
             log(f"  round {i + 1}/{repeats} {side}: " + ", ".join(
                 f"{k}={v:,.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     return runs
@@ -327,10 +327,8 @@ def scenario_latency(stack: LocalStack, sizes: Sizes, log: Callable[[str], None]
         sides = {side: (lambda side=side, rate=rate: scenarios_connect.stream_latency(
             stack, rate, sizes.seconds, side)) for side in ("ecst", "sink")}
         if rate == confluent_at:
-            sides[report.LATENCY_CONFLUENT] = lambda rate=rate: {
-                **scenarios_connect.stream_latency(stack, rate, sizes.seconds, "ecst",
-                                                   kafka_client="confluent"),
-                "side": report.LATENCY_CONFLUENT}
+            sides[report.LATENCY_CONFLUENT] = lambda rate=rate: scenarios_connect.stream_latency(
+                stack, rate, sizes.seconds, "ecst", kafka_client="confluent")
         by_rate[str(rate)] = alternate(sides, sizes.repeats, log)
     return {"seconds": sizes.seconds, "rates": by_rate}
 
