@@ -40,11 +40,11 @@ check: venv promtool
 
 # `check`, then the integration tests on the real stack: together pyproject's pytest testpaths.
 test: check
-	$(VENV)/bin/pytest tests/integration
+	$(VENV)/bin/pytest tests/integration --durations=20
 
 # The fault suite on the real local stack; writes docs/reliability.md and .json.
 faults: venv
-	$(VENV)/bin/pytest tests/faults
+	$(VENV)/bin/pytest tests/faults --durations=5
 
 faults-full: venv
 	ECST_FAULTS_SIZE=full $(VENV)/bin/pytest tests/faults

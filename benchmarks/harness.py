@@ -1,6 +1,7 @@
 """`make bench`: every throughput and latency comparison of issue 12, side by side in one run.
 
     .venv/bin/python -m benchmarks.harness [--quick] [--out DIR] [--only apply,raw,...]
+    .venv/bin/python -m benchmarks.harness --only latency --rates 1000 --out /tmp/latency  # one goal
 
 Scenarios (each comparison alternates its sides A B A B ..., `--repeats` rounds; medians):
 - apply: a topic pre-filled by the real connector (a snapshot of N users, then N updates), read
@@ -353,6 +354,21 @@ def scenario_scale(stack: LocalStack, sizes: Sizes, log: Callable[[str], None]) 
 
 # ----- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    sizes, only, out, quick = options(argv)
+
+    def log(message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    try:
+        return _run(sizes, only, out, quick, log)
+    except (EcstError, RuntimeError, TimeoutError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+def options(argv: list[str] | None) -> tuple[Sizes, list[str], Path, bool]:
+    """The command line's sizes, scenarios, output folder and quick flag (exit 2 with a message
+    naming the option when one is wrong)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI: figures not meaningful")
@@ -362,9 +378,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="override N (apply, raw, bootstrap)")
     parser.add_argument("--seconds", type=float, help="override the latency scenario's duration per rate")
     parser.add_argument("--repeats", type=int, help="override the rounds per comparison (3 or more)")
+    parser.add_argument("--rates", help="override the latency scenario's rates, changes/s: 1000 or 500,3000")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    given = {"rows": args.rows, "seconds": args.seconds, "repeats": args.repeats}
+    rates = None
+    if args.rates is not None:
+        try:
+            rates = tuple(int(r) for r in args.rates.split(","))
+        except ValueError:
+            rates = ()
+        if not rates or min(rates) <= 0:
+            parser.error(f"--rates {args.rates!r}: give whole numbers of changes/s above 0, comma-separated")
+    given = {"rows": args.rows, "seconds": args.seconds, "repeats": args.repeats, "rates": rates}
     overrides = {k: v for k, v in given.items() if v is not None}
     sizes = Sizes(**{**asdict(sizes), **overrides})
     if sizes.repeats < 3:
@@ -373,15 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(only) - set(SCENARIOS):
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}: choose from {', '.join(SCENARIOS)}")
     out = args.out or (ROOT / ".bench" / "quick" if args.quick else ROOT / "docs")
-
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-    try:
-        return _run(sizes, only, out, args.quick, log)
-    except (EcstError, RuntimeError, TimeoutError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
+    return sizes, only, out, args.quick
 
 
 def _run(sizes: Sizes, only: list[str], out: Path, quick: bool, log: Callable[[str], None]) -> int:

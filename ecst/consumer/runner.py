@@ -55,6 +55,14 @@ from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStore
 
 log = logging.getLogger(__name__)
 INFLIGHT_POLL_MS = 50  # the longest a poll waits for records while a batch is being applied
+# Kafka offsets are committed for lag tools only (the state's offsets rule), so at most this often (and
+# once more when the run ends): a commit per batch cost the loop a broker round trip before the next
+# batch could be handed over, 50 times a second at 1,000 changes/s (docs/benchmark-notes.md).
+KAFKA_COMMIT_EVERY_S = 1.0
+# The snapshot states are read again at each turn while a snapshot is pending or after a batch that
+# held snapshot markers; otherwise at most this often, which is how soon a change made by another
+# process (a consumer of other partitions, a rebuild swapped in) shows in readiness.
+SNAPSHOT_READ_EVERY_S = 1.0
 
 
 @dataclass
@@ -176,6 +184,10 @@ class Consumer:
         # loop drops it.
         self._gate = threading.Lock()
         self._rebalances = 0  # rebalance callbacks begun
+        self._to_commit: Offsets = {}  # settled offsets not committed to Kafka yet ...
+        self._to_commit_seen = 0  # ... since rebalance callback number this
+        self._committed_at = float("-inf")
+        self._snapshots_read_at = float("-inf")
         self._rebalancing = False  # between a revocation and the end of the next assignment
 
     # -- the loop -------------------------------------------------------------------------
@@ -235,6 +247,7 @@ class Consumer:
                 "(--group-instance-id, kafka.group_instance_id or ECST_GROUP_INSTANCE_ID)") from exc
         finally:
             self._drain(group)
+            self._flush_kafka_commit(group)
             group.close()
             self.dead_letters.close()
         return self.stats
@@ -263,6 +276,7 @@ class Consumer:
         except StaleStateError:  # a rebuild was swapped in: its offsets rule now
             log.warning("the state was replaced by a rebuild: re-reading its offsets")
             self.store.refresh()
+            self._snapshots_read_at = float("-inf")  # the rebuild's snapshot states, at this turn
             group.reposition()  # the batch polled meanwhile (if any) is read again
             return False
         if self.overlap and batch is not None and settled is None:
@@ -270,15 +284,10 @@ class Consumer:
             # batch over at once (on a quiet stream, a change waits for no bookkeeping).
             self._hand_over(group, batch, seen)
             return False
-        self._complete_snapshots()  # also after a crash between the two commits
-        # Progress counts the positions as they were once the batch just applied was read (a
-        # partition's position passes what only Kafka holds, such as transaction markers); a
-        # batch read but not applied yet does not count.
-        if batch is None:
-            positions = group.positions()
-        else:
-            positions = settled.positions if settled is not None else {}
-        caught_up = readiness.caught_up(targets, beginnings, progress(self.store.stored_offsets(), positions))
+        self._complete_snapshots(changed=settled is not None and bool(settled.ends))
+        # Once caught up, only a run that ends there or a cold start still to decide needs to know.
+        caught_up = (self._caught_up_once and not (until_caught_up or self._cold)) or self._caught_up(
+            group, batch, settled, targets, beginnings)
         self._caught_up_once = self._caught_up_once or caught_up
         if caught_up and self._cold:
             self._complete_cold_start()
@@ -292,6 +301,18 @@ class Consumer:
         if batch is not None and self.overlap:
             self._hand_over(group, batch, seen)
         return False
+
+    def _caught_up(self, group: Reader, polled: Batch | None, settled: Batch | None, targets: Offsets,
+                   beginnings: Offsets) -> bool:
+        """Whether the stored offsets reached the end offsets the topics had at the start. Progress
+        counts the positions as they were once the batch just applied was read (a partition's
+        position passes what only Kafka holds, such as transaction markers); a batch `polled` but
+        not applied yet does not count."""
+        if polled is None:
+            positions = group.positions()
+        else:
+            positions = settled.positions if settled is not None else {}
+        return readiness.caught_up(targets, beginnings, progress(self.store.stored_offsets(), positions))
 
     def _hand_over(self, group: Reader, batch: Batch, seen: int) -> None:
         """Submit `batch`, unless a rebalance began since the poll that read it (`seen` counts the
@@ -368,7 +389,7 @@ class Consumer:
         stats, took = inflight.outcome.result()  # raises the apply's error
         batch = inflight.batch
         self.metrics.observe_batch(took)
-        group.commit(batch.offsets)
+        self._commit_to_kafka(group, batch.offsets)
         items = batch.items
         bad = sum(1 for d in items if d.error)
         ignored = sum(1 for d in items if d.event is None and not d.error)
@@ -381,6 +402,29 @@ class Consumer:
         if on_batch is not None:
             on_batch(stats)
         return batch
+
+    def _commit_to_kafka(self, group: Reader, offsets: Offsets, *, now: bool = False) -> None:
+        """Commit the offsets of settled batches to Kafka (after their state commit), at most every
+        KAFKA_COMMIT_EVERY_S, or `now`. Offsets held back across a rebalance are dropped: their
+        partitions may have a new owner, which commits its own."""
+        with self._gate:
+            seen = self._rebalances
+        if seen != self._to_commit_seen:
+            self._to_commit, self._to_commit_seen = {}, seen
+        self._to_commit.update(offsets)
+        if self._to_commit and (now or time.monotonic() - self._committed_at >= KAFKA_COMMIT_EVERY_S):
+            pending, self._to_commit = self._to_commit, {}
+            self._committed_at = time.monotonic()
+            group.commit(pending)
+
+    def _flush_kafka_commit(self, group: Reader) -> None:
+        """At the run's end: commit what is held back, so that lag tools see the final offsets."""
+        if not self._to_commit:
+            return
+        try:
+            self._commit_to_kafka(group, {}, now=True)
+        except Exception as exc:  # noqa: BLE001 - the state holds the offsets; another error may be on its way out
+            log.warning("the final Kafka offset commit failed (the state holds the offsets): %s", exc)
 
     def _drain(self, group: Reader) -> None:
         """At the run's end: a batch still in flight (an error left the loop) is waited for and,
@@ -486,9 +530,16 @@ class Consumer:
             stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
     # -- snapshots and readiness ----------------------------------------------------------
-    def _complete_snapshots(self) -> None:
-        """Read the snapshot states (once per loop turn: readiness and metrics use this copy),
-        and mark pending snapshots complete once every partition reached its target."""
+    def _complete_snapshots(self, changed: bool) -> None:
+        """Read the snapshot states (readiness and metrics use this copy), and mark pending
+        snapshots complete once every partition reached its target. Read at the first turn (also
+        after a crash between the two commits), at each turn while one is pending or after a batch
+        that `changed` them (it held snapshot markers), else every SNAPSHOT_READ_EVERY_S."""
+        now = time.monotonic()
+        pending = any(s.state == SNAPSHOT_PENDING for s in self.snapshots.values())
+        if not (changed or pending or now - self._snapshots_read_at >= SNAPSHOT_READ_EVERY_S):
+            return
+        self._snapshots_read_at = now
         states = self.store.snapshot_states()
         done = readiness.snapshots_done(states, self.store.stored_offsets()) if any(
             s.state == SNAPSHOT_PENDING for s in states.values()) else []

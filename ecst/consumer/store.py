@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, create_engine, delete, event, func, inspect, select, text
+from sqlalchemy import Table, create_engine, delete, event, func, inspect, select
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -284,7 +284,7 @@ class StateStore:
                 # A swap (`promote`) holds this lock exclusively: it waits for batches in progress,
                 # and a batch that waited for it sees the new generation below. (SQLite's BEGIN
                 # IMMEDIATE already serialises the two.)
-                conn.execute(text(f"SELECT pg_advisory_xact_lock_shared({shadow_copy.PROMOTE_LOCK})"))
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({shadow_copy.PROMOTE_LOCK})")
             writer = self.writer(conn, self.state_tables, self.book, now)
             if writer.generation() != self.generation:
                 raise StaleStateError("the state was swapped by a rebuild: re-read offsets and go on")

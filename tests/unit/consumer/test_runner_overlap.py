@@ -118,8 +118,10 @@ def consumer(store, overlap, **options):
 
 
 def test_kafka_offsets_are_committed_only_once_the_state_holds_them(store, setup, overlap, monkeypatch):
-    # A static member also commits its positions when idle (to learn it was fenced): always, here.
+    # A static member also commits its positions when idle (to learn it was fenced): always, here;
+    # and every batch's offsets are committed at once (not spaced out), each checked against the state.
     monkeypatch.setattr("ecst.consumer.group.MEMBERSHIP_CHECK_S", 0.0)
+    monkeypatch.setattr("ecst.consumer.runner.KAFKA_COMMIT_EVERY_S", 0.0)
     fake, watched = setup(creates(12))
     stats = consumer(store, overlap, config=ConsumerConfig(group_instance_id="static-0")).run(
         until_caught_up=True)
@@ -129,6 +131,55 @@ def test_kafka_offsets_are_committed_only_once_the_state_holds_them(store, setup
     assert store.count("users") == 12
     # the stages did overlap (or, serial, did not): a poll ran while a batch was applied
     assert (fake.polled_while_applying > 0) is overlap
+
+
+def test_kafka_commits_are_spaced_out_and_the_last_offsets_are_committed_when_the_run_ends(
+        store, setup, overlap, monkeypatch):
+    monkeypatch.setattr("ecst.consumer.runner.KAFKA_COMMIT_EVERY_S", 3600.0)
+    fake, watched = setup(creates(12))
+    consumer(store, overlap).run(until_caught_up=True)
+    assert watched.applied == [3, 6, 9, 12]
+    # the first batch's offsets at once, the others held back until the run's end
+    assert fake.commits == [{KEY: 3}, {KEY: 12}] and fake.ahead == []
+
+
+def test_offsets_held_back_across_a_rebalance_are_not_committed(store, setup, monkeypatch):
+    """After a rebalance a partition may have a new owner: offsets this member held back for it
+    (older than the new owner's) are dropped, not committed later over the new owner's."""
+    monkeypatch.setattr("ecst.consumer.runner.KAFKA_COMMIT_EVERY_S", 3600.0)
+    setup(creates(3))
+    c = consumer(store, True)
+    group = Committed()
+    c._commit_to_kafka(group, {KEY: 3})  # the first: at once
+    c._commit_to_kafka(group, {KEY: 6, (TOPIC, 1): 2})  # held back
+    c._wait_for_apply()  # a rebalance begins (partitions revoked) ...
+    c._assigned()  # ... and ends
+    c._commit_to_kafka(group, {(TOPIC, 1): 5})  # a batch settled after it
+    c._flush_kafka_commit(group)
+    assert group.commits == [{KEY: 3}, {(TOPIC, 1): 5}]
+
+
+class Committed:
+    """A reader recording the offsets committed to Kafka."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+
+    def commit(self, offsets):
+        self.commits.append(dict(offsets))
+
+
+def test_streamed_batches_do_not_read_the_snapshot_states_at_every_turn(store, setup, monkeypatch):
+    """Without snapshot markers in the batches and none pending, the states are read at the first
+    turn and then every SNAPSHOT_READ_EVERY_S, not once per batch (5 reads here when they were)."""
+    monkeypatch.setattr("ecst.consumer.runner.SNAPSHOT_READ_EVERY_S", 3600.0)
+    setup(creates(12))
+    reads = []
+    real = store.snapshot_states
+    monkeypatch.setattr(store, "snapshot_states", lambda: reads.append(1) or real())
+    stats = consumer(store, True).run(until_caught_up=True)
+    # the first turn's read, and the one after the cold start's decision (no stored offsets at start)
+    assert stats.batches == 4 and len(reads) == 2
 
 
 @pytest.mark.parametrize("error", [StateStoreUnavailableError("state store unavailable: gone"),
