@@ -128,7 +128,7 @@ class _LateTopicKafka(_FlakyKafka):
 
 
 def test_a_service_waits_for_a_missing_topic_saying_so_then_starts(store, monkeypatch):
-    kafka = _LateTopicKafka(late=30)
+    kafka = _LateTopicKafka(late=80)
     monkeypatch.setattr("ecst.kafka.consumer", lambda settings, **options: kafka)
     consumer = Consumer(store, ["t"], bootstrap_servers="127.0.0.1:1",
                         config=ConsumerConfig(readiness="always"),
@@ -136,8 +136,8 @@ def test_a_service_waits_for_a_missing_topic_saying_so_then_starts(store, monkey
     seen = []  # what /readyz and /metrics said during each wait
     monkeypatch.setattr(consumer, "_idle", lambda seconds, stop: seen.append(
         (seconds, consumer.not_ready_reason(), consumer.metrics.value("ecst_topic_present", topic="t"))))
-    consumer.run(topic_timeout_s=None)  # a service: no timeout (30 looks would outlast 120 s)
-    assert len(seen) == 29 and sum(s for s, _, _ in seen) > 120
+    consumer.run(topic_timeout_s=None)  # a service: no timeout (80 looks would outlast 120 s)
+    assert len(seen) == 79 and sum(s for s, _, _ in seen) > 120
     assert {(why, present) for _, why, present in seen} == {("waiting for topic t", 0.0)}
     assert consumer.not_ready_reason() is None  # the topic exists: `always` is ready
     assert consumer.metrics.value("ecst_topic_present", topic="t") == 1.0

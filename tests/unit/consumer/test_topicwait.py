@@ -6,8 +6,10 @@ import threading
 import pytest
 
 from ecst.consumer import topicwait
-from ecst.consumer.topicwait import MAX_DELAY_S, wait_for_topics, waiting_reason
+from ecst.consumer.topicwait import MAX_DELAY_S, QUICK_LOOKS_S, wait_for_topics, waiting_reason
 from ecst.exceptions import StackError
+
+QUICK = int(QUICK_LOOKS_S / 0.5)  # looks half a second apart, at first
 
 
 class Looks:
@@ -33,20 +35,21 @@ class Looks:
             self.stop.set()
 
 
-def test_waits_with_doubling_delays_capped_then_returns_the_partitions():
-    looks = Looks(misses=9)
+def test_looks_every_half_second_at_first_then_with_doubling_delays_capped():
+    looks = Looks(misses=QUICK + 9)
     parts = wait_for_topics(looks.find, stop=threading.Event(), idle=looks.idle, on_missing=looks.told.append)
     assert parts == [("p.public.users", 0), ("p.public.users", 1)]
-    assert looks.delays == [0.5, 1.0, 2.0, 4.0, 8.0, MAX_DELAY_S, MAX_DELAY_S, MAX_DELAY_S, MAX_DELAY_S]
+    assert looks.delays == [0.5] * QUICK + [1.0, 2.0, 4.0, 8.0, MAX_DELAY_S, MAX_DELAY_S, MAX_DELAY_S,
+                                            MAX_DELAY_S, MAX_DELAY_S]
     # /readyz is told after every look, and told "nothing missing" at the end
-    assert looks.told == [["p.public.users"]] * 9 + [[]]
+    assert looks.told == [["p.public.users"]] * (QUICK + 9) + [[]]
 
 
 def test_without_a_timeout_it_waits_until_stopped():
     stop = threading.Event()
-    looks = Looks(misses=10**6, stop=stop, stop_after=50)
+    looks = Looks(misses=10**6, stop=stop, stop_after=QUICK + 50)
     assert wait_for_topics(looks.find, stop=stop, idle=looks.idle, timeout_s=None) is None
-    assert looks.looks == 50 and max(looks.delays) == MAX_DELAY_S
+    assert looks.looks == QUICK + 50 and max(looks.delays) == MAX_DELAY_S
 
 
 def test_topics_that_exist_are_returned_at_once_without_a_delay():
@@ -62,15 +65,16 @@ def test_with_a_timeout_it_gives_up_with_one_line_naming_the_topic():
         wait_for_topics(looks.find, stop=threading.Event(), idle=looks.idle, timeout_s=0)
 
 
-def test_every_look_logs_a_line_the_first_a_warning(caplog):
-    looks = Looks(misses=3)
+def test_the_first_look_warns_then_a_line_every_ten_seconds_and_one_at_the_end(caplog):
+    looks = Looks(misses=QUICK + 3)  # 30 s of looks half a second apart, then 1 s and 2 s
     with caplog.at_level(logging.INFO, logger=topicwait.__name__):
         wait_for_topics(looks.find, stop=threading.Event(), idle=looks.idle)
     levels = [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records]
     assert levels == [("WARNING", "topic(s) p.public.users do not exist yet"),
-                      ("INFO", "still waiting for topic(s) p.public.users (look 2; next in 1.0 s)"),
-                      ("INFO", "still waiting for topic(s) p.public.users (look 3; next in 2.0 s)"),
-                      ("WARNING", "every topic exists now (look 4)")]
+                      ("INFO", "still waiting for topic(s) p.public.users (look 21, 10 s; next in 0.5 s)"),
+                      ("INFO", "still waiting for topic(s) p.public.users (look 41, 20 s; next in 0.5 s)"),
+                      ("INFO", "still waiting for topic(s) p.public.users (look 61, 30 s; next in 1.0 s)"),
+                      ("WARNING", "every topic exists now (look 64)")]
 
 
 def test_the_readiness_reason_names_the_topics():
