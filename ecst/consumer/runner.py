@@ -292,6 +292,7 @@ class Consumer:
         if caught_up and self._cold:
             self._complete_cold_start()
         self.chores.after_turn(group, self.snapshots, self.ready())
+        self._commit_to_kafka(group, {})  # offsets held back, once due: also when the stream went quiet
         if batch is None:  # nothing read ahead of the state: positions may be committed
             group.confirm_membership()
         until = self.policy.until

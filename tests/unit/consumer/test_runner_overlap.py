@@ -143,6 +143,27 @@ def test_kafka_commits_are_spaced_out_and_the_last_offsets_are_committed_when_th
     assert fake.commits == [{KEY: 3}, {KEY: 12}] and fake.ahead == []
 
 
+def test_offsets_held_back_are_committed_once_due_when_the_stream_goes_quiet(store, setup, monkeypatch):
+    """Lag tools must not see a lag that is not there: the last batch's offsets reach Kafka within
+    KAFKA_COMMIT_EVERY_S though no batch follows it (not only when the run ends)."""
+    monkeypatch.setattr("ecst.consumer.runner.KAFKA_COMMIT_EVERY_S", 0.3)
+    fake, watched = setup(creates(12))
+    stop = threading.Event()
+    started = time.monotonic()
+    committed_while_running = []
+
+    def look(n):
+        if fake.commits and fake.commits[-1] == {KEY: 12}:
+            committed_while_running.append(n)
+            stop.set()
+        elif time.monotonic() - started > 5:
+            stop.set()  # the end of the run commits them anyway: too late for this test
+
+    fake.on_poll = look
+    consumer(store, True).run(stop=stop)
+    assert watched.applied == [3, 6, 9, 12] and committed_while_running and fake.ahead == []
+
+
 def test_offsets_held_back_across_a_rebalance_are_not_committed(store, setup, monkeypatch):
     """After a rebalance a partition may have a new owner: offsets this member held back for it
     (older than the new owner's) are dropped, not committed later over the new owner's."""
