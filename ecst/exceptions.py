@@ -10,6 +10,8 @@
     ├── DefinitionError         a connector YAML file is invalid (names file, line or key)
     ├── ProducerError           the producer database is unknown or unreachable, or lacks what a
     │                           command needs (a key for every captured table, a table to verify)
+    │   └── SignalTableError    a snapshot signal could not be inserted into the signal table
+    │                           (nothing was inserted; `auto` then signals through Kafka)
     ├── ConnectError            the Kafka Connect REST API failed or is unreachable
     │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
@@ -63,6 +65,11 @@ class ProducerError(EcstError):
     """The producer database is unknown or unreachable, or lacks what a command needs: e.g. a
     captured table without a primary key that message.key.columns does not cover, or a table
     `ecst verify` is asked to compare."""
+
+
+class SignalTableError(ProducerError):
+    """A snapshot signal could not be inserted into the connector's signal table, and nothing was
+    inserted: the database not reached, the table or the INSERT grant missing."""
 
 
 class ConnectError(EcstError):

@@ -141,7 +141,8 @@ def replay_cmd(settings: Settings, config_file: str | None, state_url: str | Non
 
 CHANNEL = click.option("--channel", type=click.Choice(["auto", "source", "kafka"]), default="auto",
                        show_default=True, help="Signal through the signal table (source) or the Kafka "
-                       "signal topic; auto prefers Kafka when the connector listens there.")
+                       "signal topic; auto takes the table when the producer database is known (Debezium "
+                       "then acts on its streaming thread alone), else Kafka.")
 WHERE = click.option("--where", help="SQL condition on the source table: a filtered backfill "
                      "(Debezium's additional-conditions, run by Debezium as the connector's role; ecst "
                      "never runs it). One condition: no ;, comments, dollar quotes or backslashes.")

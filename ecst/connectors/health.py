@@ -23,6 +23,12 @@ RUNBOOK = "docs/runbook.md"
 # invalidated (it exceeded max_slot_wal_keep_size).
 _SLOT_GONE = re.compile(r"no longer available on the server|replication slot \"[^\"]*\" does not exist"
                         r"|can no longer get changes from replication slot")
+# Debezium's incremental-snapshot race (DBZ-8674): a snapshot signal read from the Kafka channel has
+# its first chunk run on the signal thread while the streaming thread reads the same snapshot state;
+# when that chunk ends the snapshot (a filter Postgres rejected, or one matching no rows), the
+# streaming thread can find no current table and fail the task.
+_SNAPSHOT_RACE = re.compile(
+    r"NullPointerException.{0,400}IncrementalSnapshotContext\.currentDataCollectionId", re.S)
 
 
 def _elide_dumps(text: str, longest: int = 80) -> str:
@@ -90,6 +96,13 @@ class Diagnosis:
         return {"problem": self.problem, "message": self.message, "next": self.next}
 
 
+def snapshot_race_step(name: str) -> str:
+    return (f"the connector's config needs no fix: `ecst connectors restart {name} --failed-only`; if a "
+            "rebuild's --where was rejected, correct it; run rebuilds with the producer database reachable "
+            "(--producer-url or ECST_PRODUCER_URL), so that their signal goes through the signal table "
+            f"({RUNBOOK}, \"Connector task failed\")")
+
+
 def slot_lost_step(name: str) -> str:
     return ("the changes made since the connector last read its slot can no longer be streamed: rebuild "
             f"from a new snapshot on a new slot, `ecst rebootstrap fresh -c <consumer config> --connector "
@@ -110,6 +123,9 @@ def diagnose(name: str, status: dict[str, Any], slot: str | None = None, slot_ex
         if lost or any(_SLOT_GONE.search(f.trace or "") for f in failed):
             where = f"replication slot {slot} is gone" if slot else "its replication slot is gone"
             return Diagnosis(SLOT_LOST, f"{where}; {what}", slot_lost_step(name))
+        if any(_SNAPSHOT_RACE.search(f.trace or "") for f in failed):
+            race = "Debezium's incremental-snapshot race (DBZ-8674), met by a signal sent through Kafka"
+            return Diagnosis(TASK_FAILED, f"{what}: {race}", snapshot_race_step(name))
         return Diagnosis(TASK_FAILED, what, f"fix the cause (the whole trace: `ecst connectors status {name} "
                          "-o json`; `ecst connectors doctor -f <file>` checks the producer database), then "
                          f"`ecst connectors restart {name} --failed-only`, or, for a fix in the connector's "

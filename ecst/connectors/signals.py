@@ -101,11 +101,21 @@ class Channels:
             tables=tuple(t.strip() for t in config.get("table.include.list", "").split(",") if t.strip()),
         )
 
-    def choose(self, channel: str) -> str:
-        """The signal channel to use: `source` (the table), `kafka`, or `auto` (Kafka if the
-        connector listens there, else the table). Raises ConfigError naming the missing key."""
+    def choose(self, channel: str, table_reachable: bool = False) -> str:
+        """The signal channel to use: `source` (the table), `kafka`, or `auto`: the table when the
+        connector has one and ecst can write to it (`table_reachable`: the producer database is
+        known), else Kafka if the connector listens there, else the table. Raises ConfigError
+        naming the missing key.
+
+        Why `auto` prefers the table: Debezium acts on a table signal on its streaming thread, but
+        runs a Kafka signal's first snapshot chunk on its signal thread, racing the streaming thread
+        over the snapshot's state (DBZ-8674). When that chunk ends the snapshot at once (a filter
+        Postgres rejects, or one matching no rows), the race can fail the connector's task."""
         if channel == "auto":
-            channel = "kafka" if self.kafka_topic else "source"
+            if self.signal_table and table_reachable:
+                channel = "source"
+            else:
+                channel = "kafka" if self.kafka_topic else "source"
         if channel == "kafka" and not self.kafka_topic:
             raise ConfigError("the connector has no Kafka signal channel: set signal.kafka.topic and "
                               "add `kafka` to signal.enabled.channels, or use --channel source")

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from ecst.connectors import health, signals
 from ecst.connectors.client import ConnectClient
+from ecst.connectors.producer import first_line
 from ecst.connectors.reset import connector_state
 from ecst.connectors.slots import slot_name
-from ecst.exceptions import RebuildError
+from ecst.exceptions import ProducerError, RebuildError, SignalTableError
 
 if TYPE_CHECKING:
     from ecst.kafka import KafkaSettings
@@ -85,16 +88,28 @@ class SnapshotSource:
                         f"{self.connector}`)")
             time.sleep(1.0)
 
+    def channel_for(self, channels: signals.Channels) -> str:
+        """The channel `self.channel` picks for this connector (`Channels.choose`): `auto` is the
+        signal table when the producer database is known."""
+        return channels.choose(self.channel, table_reachable=self.producer is not None)
+
     def send(self, signal: signals.SnapshotSignal, channels: signals.Channels,
              bootstrap: KafkaSettings | str) -> str:
-        """Send `signal` through the chosen channel (`self.channel`); returns the channel used."""
-        channel = channels.choose(self.channel)
+        """Send `signal` through the chosen channel; returns the channel used. With `auto`, a
+        signal table ecst cannot write to (the database not reached, no INSERT grant, no table)
+        falls back to the Kafka channel, with a warning: nothing was inserted, so the signal is
+        sent once."""
+        channel = self.channel_for(channels)
         if channel == "source":
-            if channels.signal_table is None or self.producer is None:  # the rebuild's checks refuse it
-                raise RebuildError("the signal-table channel needs the table and the producer database")
-            with self.producer() as conn:
-                signals.send_via_table(conn, channels.signal_table, signal)
-        else:
+            try:
+                self._insert(channels, signal)
+            except SignalTableError as exc:
+                if self.channel != "auto" or channels.kafka_topic is None:
+                    raise
+                log.warning("%s; signalling through the Kafka channel %s instead", exc,
+                            channels.kafka_topic)
+                channel = "kafka"
+        if channel == "kafka":
             if channels.kafka_topic is None:  # channels.choose refuses that
                 raise RebuildError("the connector has no Kafka signal channel")
             # the worker's signal.kafka.bootstrap.servers is the same cluster as seen from the worker;
@@ -102,3 +117,32 @@ class SnapshotSource:
             signals.send_via_kafka(bootstrap, channels.kafka_topic, channels.prefix, signal)
         log.info("sent %s snapshot signal %s through the %s channel", signal.kind, signal.id, channel)
         return channel
+
+    def _insert(self, channels: signals.Channels, signal: signals.SnapshotSignal) -> None:
+        """Insert `signal` into the signal table. SignalTableError when nothing was inserted for sure
+        (the database not reached, the table or the grant missing); other database errors are a
+        ProducerError (the row may have been written: never sent again)."""
+        if channels.signal_table is None or self.producer is None:  # the rebuild's checks refuse it
+            raise RebuildError("the signal-table channel needs the table and the producer database")
+        table, opened = channels.signal_table, False
+        try:
+            with self.producer() as conn:
+                opened = True
+                signals.send_via_table(conn, table, signal)
+        except ProducerError as exc:  # raised while connecting
+            if opened:
+                raise
+            raise SignalTableError(f"{exc}, or use --channel kafka") from exc
+        except _REFUSED as exc:
+            raise SignalTableError(f"cannot insert the signal into {table} ({first_line(exc)}): grant "
+                                   "INSERT on it to the --producer-url role (deploy/sql/signal.sql), or "
+                                   "use --channel kafka") from exc
+        except psycopg.Error as exc:
+            raise ProducerError(f"inserting the signal into {table} failed ({first_line(exc)}): check "
+                                f"`ecst connectors status {self.connector}` before running the command "
+                                "again") from exc
+
+
+# what the database answers to an INSERT it did not perform
+_REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable,
+            psycopg.errors.ReadOnlySqlTransaction)

@@ -234,7 +234,7 @@ class _SnapshotMode(_Mode):
 
     def _signalled_check(self) -> None:
         """The checks of the modes that signal the connector (incremental, blocking)."""
-        if self.channels.choose(self.source.channel) == "source" and self.source.producer is None:
+        if self.source.channel_for(self.channels) == "source" and self.source.producer is None:
             raise ProducerError("the signal-table channel needs the producer database: pass "
                               "--producer-url, or use --channel kafka")
         self._require_running(wait_s=HEALTHY_WAIT_S)  # `fresh` is what recovers a failed connector

@@ -26,6 +26,15 @@ OTHER = ("org.apache.kafka.connect.errors.ConnectException: An exception occurre
          "Caused by: org.postgresql.util.PSQLException: ERROR: publication \"ecst_users\" does not exist\n"
          "\tat org.postgresql.Z(Z.java:2)\n")
 
+# The CI failure of a rebuild whose --where Postgres rejected, the signal sent through Kafka (shortened).
+RACE = ("org.apache.kafka.connect.errors.ConnectException: An exception occurred in the change event "
+        "producer. This connector will be stopped.\n\tat io.debezium.X.y(X.java:1)\n"
+        "Caused by: java.lang.NullPointerException: Cannot invoke \"io.debezium.pipeline.source.snapshot."
+        "incremental.DataCollection.getId()\" because the return value of \"io.debezium.pipeline.source."
+        "snapshot.incremental.IncrementalSnapshotContext.currentDataCollectionId()\" is null\n"
+        "\tat io.debezium.pipeline.source.snapshot.incremental.AbstractIncrementalSnapshotChangeEventSource"
+        ".readChunk(AbstractIncrementalSnapshotChangeEventSource.java:352)\n")
+
 
 def status(state="RUNNING", *tasks):
     return {"connector": {"state": state, "worker_id": "w:1"},
@@ -76,6 +85,18 @@ def test_another_failure_names_the_restart_after_the_fix():
     failed = diagnose("users", {"connector": {"state": "FAILED", "trace": OTHER}, "tasks": []})
     assert failed.problem == TASK_FAILED and "publication" in failed.message
     assert [t.summary for t in tasks_of(status("RUNNING", ("RUNNING", None)))] == [None]
+
+
+def test_debeziums_snapshot_race_is_named_with_the_restart_and_the_way_around_it():
+    found = diagnose("users", status("RUNNING", ("FAILED", RACE)), "ecst_users")
+    assert found.problem == TASK_FAILED and found.message.startswith("task 0 is FAILED: ")
+    assert found.message.endswith("Debezium's incremental-snapshot race (DBZ-8674), met by a signal sent "
+                                  "through Kafka")
+    assert "needs no fix: `ecst connectors restart users --failed-only`" in found.next
+    assert "--producer-url" in found.next and "signal table" in found.next
+    # another NullPointerException is not that race
+    other = RACE.replace("IncrementalSnapshotContext.currentDataCollectionId()", "Foo.bar()")
+    assert "DBZ-8674" not in diagnose("users", status("RUNNING", ("FAILED", other))).message
 
 
 class Connect:

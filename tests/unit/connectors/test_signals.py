@@ -52,13 +52,17 @@ def test_signal_ids_fit_the_signal_tables_key_and_differ():
     assert a != b and len(a) <= 42
 
 
-def test_channels_come_from_the_connector_config_and_auto_prefers_kafka():
+def test_channels_come_from_the_connector_config_and_auto_prefers_the_table_ecst_can_reach():
     ch = Channels.of("users", CONFIG)
     assert (ch.signal_table, ch.kafka_topic, ch.notification_topic) == (
         "public.ecst_signal", "producer.signals", "producer.notifications")
+    assert ch.choose("auto", table_reachable=True) == "source"  # Debezium's streaming thread acts on it
     assert ch.choose("auto") == "kafka" and ch.choose("source") == "source"
+    assert ch.choose("kafka", table_reachable=True) == "kafka"
     table_only = Channels.of("users", {**CONFIG, "signal.enabled.channels": "source"})
     assert table_only.kafka_topic is None and table_only.choose("auto") == "source"
+    kafka_only = Channels.of("users", {**CONFIG, "signal.enabled.channels": "kafka"})
+    assert kafka_only.signal_table is None and kafka_only.choose("auto", table_reachable=True) == "kafka"
     with pytest.raises(ConfigError, match="signal.kafka.topic"):
         table_only.choose("kafka")
 
