@@ -18,6 +18,7 @@ from ecst.connectors.definition import ConnectorDefinition, load_definitions, ma
 from ecst.connectors.doctor import DEFAULT_MAX_RETAINED_WAL, FAIL, diagnose
 from ecst.connectors.health import Deployment, tasks_of, trace_summary
 from ecst.connectors.health import diagnose as connector_problem
+from ecst.connectors.reset import drop_incremental_snapshot
 from ecst.connectors.slots import drop_inactive_slot, slot_name, slot_status, wait_for_slot_inactive
 from ecst.exceptions import ConnectError, ProducerError
 from ecst.settings import Settings
@@ -517,7 +518,7 @@ def delete_cmd(client: ConnectClient, name: str, drop_slot: bool, producer_url: 
 
 @connectors.group("offsets")
 def offsets_group() -> None:
-    """Read or reset a connector's source offsets (KIP-875; reset needs the connector STOPPED).
+    """Read, reset or repair a connector's source offsets (KIP-875; reset needs the connector STOPPED).
 
     \b
     Example:
@@ -542,6 +543,28 @@ def offsets_get(client: ConnectClient, name: str, output: str) -> None:
         return
     for o in offsets:
         click.echo(f"{json.dumps(o.get('partition'))}: {json.dumps(o.get('offset'))}")
+
+
+@offsets_group.command("drop-snapshot")
+@click.argument("name")
+@output_option
+@cluster_options
+def offsets_drop_snapshot(client: ConnectClient, name: str, output: str) -> None:
+    """Start a connector again without the incremental snapshot its offsets hold, keeping its
+    streaming position: stops it, alters its offsets and resumes it (one STOPPED stays so). For a task
+    that fails at every start while Debezium resumes a snapshot it cannot read, e.g. one whose
+    --where Postgres rejects (docs/runbook.md, "Connector task failed").
+
+    \b
+    Example:
+        ecst connectors offsets drop-snapshot users
+    """
+    _status(client, name)  # it exists
+    dropped, resumed = drop_incremental_snapshot(client, name)
+    what = ("incremental snapshot dropped from its offsets" if dropped
+            else "offsets hold no incremental snapshot")
+    then = "stopped and resumed" if resumed else f"still STOPPED: `ecst connectors resume {name}`"
+    _done(name, f"{what}; {then}", output)
 
 
 @offsets_group.command("reset")

@@ -131,6 +131,10 @@ class ConnectClient:
     def offsets(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/connectors/{name}/offsets")
 
+    def alter_offsets(self, name: str, offsets: list[dict[str, Any]]) -> None:
+        """Overwrite a stopped connector's offsets of the partitions given (KIP-875 PATCH)."""
+        self.request("PATCH", f"/connectors/{name}/offsets", json={"offsets": offsets})
+
     def reset_offsets(self, name: str) -> None:
         """Forget a stopped connector's source offsets, so it starts over (snapshots again)."""
         self.request("DELETE", f"/connectors/{name}/offsets")

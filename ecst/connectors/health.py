@@ -29,6 +29,10 @@ _SLOT_GONE = re.compile(r"no longer available on the server|replication slot \"[
 # streaming thread can find no current table and fail the task.
 _SNAPSHOT_RACE = re.compile(
     r"NullPointerException.{0,400}IncrementalSnapshotContext\.currentDataCollectionId", re.S)
+# The same failure at the task's start: its offsets hold an incremental snapshot in progress (one the
+# race left there, say) whose query Postgres rejects; Debezium resumes it at every start, so a restart
+# can fail again.
+_SNAPSHOT_AT_START = re.compile(r"AbstractIncrementalSnapshotChangeEventSource\.init\(")
 
 
 def _elide_dumps(text: str, longest: int = 80) -> str:
@@ -97,10 +101,17 @@ class Diagnosis:
 
 
 def snapshot_race_step(name: str) -> str:
-    return (f"the connector's config needs no fix: `ecst connectors restart {name} --failed-only`; if a "
-            "rebuild's --where was rejected, correct it; run rebuilds with the producer database reachable "
+    return (f"the connector's config needs no fix: `ecst connectors restart {name} --failed-only` (if the "
+            f"task then fails at its start, `ecst connectors offsets drop-snapshot {name}`); if a rebuild's "
+            "--where was rejected, correct it; run rebuilds with the producer database reachable "
             "(--producer-url or ECST_PRODUCER_URL), so that their signal goes through the signal table "
             f"({RUNBOOK}, \"Connector task failed\")")
+
+
+def held_snapshot_step(name: str) -> str:
+    return (f"a restart can fail the same way: `ecst connectors offsets drop-snapshot {name}` (it stops, "
+            "forgets that snapshot, keeps its streaming position and resumes); run the rebuild again with "
+            f"a --where Postgres accepts ({RUNBOOK}, \"Connector task failed\")")
 
 
 def slot_lost_step(name: str) -> str:
@@ -124,6 +135,10 @@ def diagnose(name: str, status: dict[str, Any], slot: str | None = None, slot_ex
             where = f"replication slot {slot} is gone" if slot else "its replication slot is gone"
             return Diagnosis(SLOT_LOST, f"{where}; {what}", slot_lost_step(name))
         if any(_SNAPSHOT_RACE.search(f.trace or "") for f in failed):
+            if any(_SNAPSHOT_AT_START.search(f.trace or "") for f in failed):
+                held = ("at every start, Debezium resumes an incremental snapshot the connector's offsets "
+                        "hold, and Postgres rejects its query")
+                return Diagnosis(TASK_FAILED, f"{what}: {held}", held_snapshot_step(name))
             race = "Debezium's incremental-snapshot race (DBZ-8674), met by a signal sent through Kafka"
             return Diagnosis(TASK_FAILED, f"{what}: {race}", snapshot_race_step(name))
         return Diagnosis(TASK_FAILED, what, f"fix the cause (the whole trace: `ecst connectors status {name} "

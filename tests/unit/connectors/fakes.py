@@ -64,6 +64,12 @@ class FakeConnect:
     def reset_offsets(self, name):
         self.calls.append(("reset_offsets", name))
 
+    def offsets(self, name):
+        return {"offsets": getattr(self, "held", [])}
+
+    def alter_offsets(self, name, offsets):
+        self.calls.append(("alter_offsets", name, offsets))
+
     def resume(self, name):
         self.calls.append(("resume", name))
         self.state = "RUNNING"

@@ -99,6 +99,22 @@ def test_debeziums_snapshot_race_is_named_with_the_restart_and_the_way_around_it
     assert "DBZ-8674" not in diagnose("users", status("RUNNING", ("FAILED", other))).message
 
 
+
+def test_a_snapshot_the_offsets_hold_and_postgres_rejects_leads_to_dropping_it_not_to_a_restart():
+    # what Debezium 3.6.1 reported at every start of a task whose offsets held a snapshot with a bad filter
+    at_start = RACE + ("\tat io.debezium.pipeline.source.snapshot.incremental."
+                       "AbstractIncrementalSnapshotChangeEventSource.init(AbstractIncrementalSnapshotChange"
+                       "EventSource.java:236)\n\tat io.debezium.pipeline.ChangeEventSourceCoordinator."
+                       "lambda$initStreamEvents$8(ChangeEventSourceCoordinator.java:369)\n")
+    found = diagnose("users", status("RUNNING", ("FAILED", at_start)), "ecst_users")
+    assert found.problem == TASK_FAILED
+    assert found.message.endswith("at every start, Debezium resumes an incremental snapshot the "
+                                  "connector's offsets hold, and Postgres rejects its query")
+    assert found.next.startswith("a restart can fail the same way: "
+                                 "`ecst connectors offsets drop-snapshot users`")
+    assert "--failed-only" not in found.next
+
+
 class Connect:
     def __init__(self, status, offsets):
         self._status, self._offsets = status, offsets

@@ -2,7 +2,12 @@
 
 import pytest
 
-from ecst.connectors.reset import connector_state, reset_connector
+from ecst.connectors.reset import (
+    connector_state,
+    drop_incremental_snapshot,
+    reset_connector,
+    without_incremental_snapshot,
+)
 from ecst.exceptions import RebuildError
 from tests.unit.connectors.fakes import FakeConn, FakeConnect
 
@@ -41,3 +46,42 @@ def test_a_connector_that_does_not_stop_is_reported(monkeypatch):
     monkeypatch.setattr("ecst.connectors.reset.time.sleep", lambda s: None)
     with pytest.raises(RebuildError, match="did not stop within 60 s"):
         reset_connector(Stuck(CONFIG), "users", CONFIG, None)
+
+
+def test_only_offsets_holding_an_incremental_snapshot_change_and_keep_their_position():
+    streaming = {"lsn_proc": 31953104, "lsn": 31953104, "txId": 1153, "ts_usec": 1796122745777029}
+    snapshot = {"incremental_snapshot_correlation_id": "ecst-1", "incremental_snapshot_primary_key": "aced",
+                "incremental_snapshot_maximum_key": "aced", "incremental_snapshot_collections":
+                '[{"incremental_snapshot_collections_id":"public.users"}]'}
+    offsets = [{"partition": {"server": "a"}, "offset": {**streaming, **snapshot}},
+               {"partition": {"server": "b"}, "offset": dict(streaming)},
+               {"partition": {"server": "c"}, "offset": None}]
+    assert without_incremental_snapshot(offsets) == [{"partition": {"server": "a"}, "offset": streaming}]
+    assert without_incremental_snapshot(offsets[1:]) == []
+
+
+STREAMING = {"lsn_proc": 900, "lsn": 900, "txId": 7}
+HELD = [{"partition": {"server": "a"}, "offset": {**STREAMING, "incremental_snapshot_correlation_id": "x",
+                                                   "incremental_snapshot_collections": "[]"}}]
+
+
+def test_dropping_a_held_snapshot_stops_alters_the_offsets_as_committed_and_resumes():
+    connect = FakeConnect(CONFIG, tasks=("FAILED",))
+    connect.held = [{"partition": {"server": "a"}, "offset": {**HELD[0]["offset"], "lsn": 950}}]
+    assert drop_incremental_snapshot(connect, "users") == (True, True)
+    assert connect.calls == [("stop", "users"),
+                             ("alter_offsets", "users", [{"partition": {"server": "a"},
+                                                          "offset": {**STREAMING, "lsn": 950}}]),
+                             ("resume", "users")]
+
+
+def test_a_stopped_connector_stays_stopped_and_offsets_holding_no_snapshot_are_left_alone():
+    stopped = FakeConnect(CONFIG, state="STOPPED")
+    stopped.held = HELD
+    assert drop_incremental_snapshot(stopped, "users") == (True, False) and stopped.state == "STOPPED"
+    assert [c[0] for c in stopped.calls] == ["alter_offsets"]
+    # Debezium's failing start may have committed offsets without the snapshot: the tasks start again
+    clean = FakeConnect(CONFIG, tasks=("FAILED",))
+    clean.held = [{"partition": {"server": "a"}, "offset": STREAMING}]
+    assert drop_incremental_snapshot(clean, "users") == (False, True)
+    assert clean.calls == [("stop", "users"), ("resume", "users")]
