@@ -48,7 +48,13 @@ from ecst.consumer.group import Offsets
 from ecst.consumer.metrics import Metrics
 from ecst.consumer.outage import StoreHealth, wait_for_store
 from ecst.consumer.readers import Reader, open_reader
-from ecst.consumer.snapshots import MARKERS, SNAPSHOT_PENDING, SnapshotState, snapshot_transitions
+from ecst.consumer.snapshots import (
+    LAST_MARKERS,
+    MARKERS,
+    SNAPSHOT_PENDING,
+    SnapshotState,
+    snapshot_transitions,
+)
 from ecst.consumer.store import StaleStateError, StateStore
 from ecst.consumer.writes import ApplyStats
 from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
@@ -63,6 +69,19 @@ KAFKA_COMMIT_EVERY_S = 1.0
 # held snapshot markers; otherwise at most this often, which is how soon a change made by another
 # process (a consumer of other partitions, a rebuild swapped in) shows in readiness.
 SNAPSHOT_READ_EVERY_S = 1.0
+
+# A snapshot's `last` record can reach its partition before records Debezium sent earlier reach
+# theirs: Kafka orders records within a partition only, and the worker's producer delivers each
+# partition's batches on their own. CI saw a bootstrap declared ready while the last 2 of its 1,000
+# rows, sent in the same millisecond as `last` but to another partition, were not in Kafka yet (read
+# from the broker's log files). So the end offsets that a batch holding a `last`
+# marker takes as the snapshot's target are read SNAPSHOT_SETTLE_S after that batch was polled:
+# time for the producer to deliver what it was given before `last` (a bound, not a proof).
+SNAPSHOT_SETTLE_S = 2.0
+
+
+def _let_earlier_records_land() -> None:
+    time.sleep(SNAPSHOT_SETTLE_S)
 
 
 @dataclass
@@ -333,6 +352,8 @@ class Consumer:
         """Decode a polled batch, and read from Kafka what its apply needs (on the loop's thread)."""
         items = [self.decoder(m) for m in messages]
         topics = sorted({d.event.topic for d in items if d.event is not None and d.event.snapshot in MARKERS})
+        if any(d.event is not None and d.event.snapshot in LAST_MARKERS for d in items):
+            _let_earlier_records_land()
         ends = {t: group.end_offsets(t) for t in topics}
         return Batch(items, _next_offsets(items), group.positions(), ends)
 

@@ -17,3 +17,9 @@ def store(url):
     s = StateStore(url)
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def no_settle_wait(monkeypatch):
+    """No wait for late snapshot records (runner.SNAPSHOT_SETTLE_S) unless a test asks for one."""
+    monkeypatch.setattr("ecst.consumer.runner.SNAPSHOT_SETTLE_S", 0.0)

@@ -3,6 +3,7 @@ snapshot readiness, cold start, and a rebuild's policy."""
 
 import pytest
 
+from ecst.consumer import runner
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.exceptions import EventError
@@ -130,3 +131,23 @@ def test_integers_beyond_64_bits_are_dead_lettered_not_a_crash(store, kafka):
     stages = [headers["ecst.stage"] for _t, _k, _v, headers in kafka.producer.sent]
     assert stages == [b"decode", b"apply"]
     assert {r["id"]: r["bio"] for r in store.rows("users")} == {1: "changed", 3: "hello"}
+
+
+def test_the_snapshot_target_is_read_after_records_sent_before_last_could_land(store, kafka, monkeypatch):
+    records = snapshot_then_changes()
+    fake = kafka(records[:3])  # `last` is in Kafka; a record sent before it lands meanwhile
+    late = FakeConsumer(TOPIC, records[:4]).messages[3]
+    waits = []
+
+    def settle():
+        waits.append(runner.SNAPSHOT_SETTLE_S)
+        fake.messages.append(late)
+
+    monkeypatch.setattr(runner, "_let_earlier_records_land", settle)
+    c = consumer(store, batch_size=10)
+    c.run(until_ready=True)
+    assert len(waits) == 1  # once: the batch that held `last`
+    # the target counts the late record, so the copy is ready only once that record is applied too
+    assert store.snapshot_states()[TOPIC].targets == {0: 4}
+    assert store.stored_offsets() == {(TOPIC, 0): 4} and c.ready()
+    assert {r["id"]: r["bio"] for r in store.rows("users")}[1] == "changed"
