@@ -45,7 +45,8 @@ class Decoder:
         """Decode one `Record`, or kafka-python message (anything with topic, partition, offset,
         key, value)."""
         record = message if isinstance(message, Record) else Record(
-            message.topic, message.partition, message.offset, message.key, message.value)
+            message.topic, message.partition, message.offset, message.key, message.value,
+            _timestamp(getattr(message, "timestamp", None)))
         mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
         try:
             event = decode(record, self.placeholder)
@@ -105,3 +106,8 @@ def _latest_records(reader: KafkaConsumer, topic: str, timeout_s: float) -> list
             if messages and messages[-1].offset >= ends[tp] - 1:
                 todo.discard(tp)
     return out
+
+
+def _timestamp(value: Any) -> int | None:
+    """A kafka-python record's timestamp in ms, None when it has none (-1)."""
+    return value if isinstance(value, int) and value >= 0 else None

@@ -32,6 +32,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # ms: the record's Kafka timestamp (when the worker sent it), if known
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import FencedInstanceIdError, KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from ecst import kafka
@@ -25,14 +25,22 @@ from ecst.exceptions import StateStoreUnavailableError
 log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 MEMBERSHIP_CHECK_S = 10.0  # an idle static member commits this often, to learn it was fenced
-# A join of the group that has not finished after this long is given up: kafka-python 3.0.12 was seen
-# (1 run in 6 of a test) to leave a one-member group's re-join unfinished for good after "performing
-# partition assignments", the member holding no partition and reading nothing. Live members rejoin
-# within a poll (seconds) and a dead one is dropped after its session timeout (10 s), so a join this
-# long is stuck; during it the member holds no partition (kafka-python revoked them before joining),
-# so a new consumer replacing it loses nothing: it is assigned partitions and seeks to the stored
-# offsets like after any rebalance (docs/benchmark-notes.md, "the CI hang").
+# kafka-python 3.0.12 can leave a join of the group unfinished for good: when the leader re-joins
+# because the metadata changed (its assignment snapshot differs: a topic's partitions, or the leader's
+# second join right after its first), nothing pins its "rejoin needed" flag; the leader's assignment
+# makes the snapshots equal again, so once a poll's timeout ends while that join is under way, the next
+# poll finds no rejoin needed and never takes the join's outcome. The member then holds no partition,
+# reads nothing and sends no heartbeat (seen 1 run in 6 of rebalancing tests, and as a 90-minute CI
+# hang; reproduced every time in tests/integration/test_group_join.py). `finish_join` works around it
+# after every poll: a join still under way is marked needed and awaited for up to JOIN_WAIT_MS (a
+# join normally takes well under a second). As a backstop for any other cause, a join unfinished
+# after JOIN_STUCK_S is given up: live members rejoin within a poll (seconds) and a dead one is
+# dropped after its session timeout, so a join this long is stuck; during it the member holds no
+# partition (kafka-python revoked them before joining), so a new consumer replacing it loses nothing:
+# it is assigned partitions and seeks to the stored offsets like after any rebalance
+# (docs/benchmark-notes.md, "the CI hang").
 JOIN_STUCK_S = 120.0
+JOIN_WAIT_MS = 5000
 # kafka-python's fetch options the consumer sets over its defaults (docs/benchmark-notes.md, "Overlapped
 # stages and Kafka fetch options"). 4 MiB per partition fetched a batch of 2,000 records of 2.4 kB in one
 # round trip (1.25-1.56x the raw fetch rate), but raised the consumer's peak RSS from about 95 MB to about
@@ -158,6 +166,12 @@ class GroupReader:
         self.consumer.subscribe(self.topics, listener=self.listener)
         self._subscribed = True
 
+    def assign(self, partitions: list[TopicPartition], stored: Offsets) -> None:
+        """Read `partitions` without joining the group (a rebuild reads alone), each from its
+        `stored` offset; commits still go to the group, for lag tools."""
+        self.consumer.assign(partitions)
+        self.listener.seek_all(partitions, stored)
+
     # -- the loop's calls ---------------------------------------------------------------
     def poll(self, timeout_ms: int | None = None) -> list:
         """The next batch of messages, in partition order; waits at most `timeout_ms` (default:
@@ -168,9 +182,12 @@ class GroupReader:
         return [m for messages in polled.values() for m in messages]
 
     def _check_join(self) -> None:
-        """Replace the consumer when its join of the group has lasted `join_stuck_s` (see JOIN_STUCK_S)."""
+        """Keep a join under way awaited (`pin_rejoin`); replace the consumer when its join of the
+        group has lasted `join_stuck_s` (see JOIN_STUCK_S)."""
         if not self._subscribed:
             return
+        if finish_join(self.consumer, JOIN_WAIT_MS):
+            log.debug("a join of group %s was under way after a poll: awaited", self.config.group_id)
         now = time.monotonic()
         if joined(self.consumer):
             self._joining_since = None
@@ -313,6 +330,29 @@ def joined(consumer: KafkaConsumer) -> bool:
     if stable is None or need_rejoin is None:
         return True
     return bool(stable()) and not need_rejoin()
+
+
+def finish_join(consumer: KafkaConsumer, wait_ms: int) -> bool:
+    """When kafka-python's consumer is in the middle of joining its group, take that join to its end
+    (at most `wait_ms`): mark the rejoin as needed first, since kafka-python may have stopped
+    awaiting it (see the comment above JOIN_STUCK_S), then await it as its own poll would. True when
+    a join was under way; False when none was, or for a client it does not know how to ask."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    joining = getattr(coordinator, "rebalance_in_progress", None)
+    marked = getattr(coordinator, "rejoin_needed", None)
+    request = getattr(coordinator, "request_rejoin", None)
+    ensure = getattr(coordinator, "ensure_active_group", None)
+    if joining is None or not isinstance(marked, bool) or request is None or ensure is None:
+        return False
+    if not joining():
+        return False
+    if not marked:
+        request()  # kafka-python clears it once the join is complete
+    try:
+        ensure(timeout_ms=wait_ms)
+    except KafkaTimeoutError:  # as kafka-python's own poll: the next poll goes on with it
+        pass
+    return True
 
 
 def topic_presence(metrics: Metrics, seen: dict[str, bool], topic: str, present: bool) -> None:

@@ -217,6 +217,11 @@ class ConfluentGroupReader:
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
 
+    def assign(self, partitions: list[Partition], stored: Offsets) -> None:
+        """Read `partitions` without joining the group (a rebuild reads alone), each from its
+        `stored` offset; commits still go to the group, for lag tools."""
+        self._assign_at(partitions, stored)
+
     # -- the loop's calls ---------------------------------------------------------------
     def poll(self, timeout_ms: int | None = None) -> list[Record]:
         """The next batch of records (in offset order within each partition); waits at most
@@ -231,7 +236,9 @@ class ConfluentGroupReader:
         for m in messages:
             error = m.error()
             if error is None:
-                out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+                kind, ts = m.timestamp()
+                out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                                  ts if kind != ck.TIMESTAMP_NOT_AVAILABLE and ts >= 0 else None))
                 continue
             mapped = mapped_error(error, self.settings, "read from")
             if not isinstance(mapped, KafkaConnectionError):  # librdkafka retries those by itself

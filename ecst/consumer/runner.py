@@ -74,14 +74,27 @@ SNAPSHOT_READ_EVERY_S = 1.0
 # theirs: Kafka orders records within a partition only, and the worker's producer delivers each
 # partition's batches on their own. CI saw a bootstrap declared ready while the last 2 of its 1,000
 # rows, sent in the same millisecond as `last` but to another partition, were not in Kafka yet (read
-# from the broker's log files). So the end offsets that a batch holding a `last`
-# marker takes as the snapshot's target are read SNAPSHOT_SETTLE_S after that batch was polled:
-# time for the producer to deliver what it was given before `last` (a bound, not a proof).
+# from the broker's log files). So the end offsets that a batch holding a `last` marker takes as the
+# snapshot's target are read once SNAPSHOT_SETTLE_S have passed since `last` was sent (its Kafka
+# timestamp; after the batch was polled when it has none): time for the producer to deliver what it
+# was given before `last` (a bound, not a proof). A `last` read long after it was sent (a consumer
+# started after the snapshot, a replay) does not wait.
 SNAPSHOT_SETTLE_S = 2.0
 
 
-def _let_earlier_records_land() -> None:
-    time.sleep(SNAPSHOT_SETTLE_S)
+def settle_wait_s(sent_ms: list[int | None], now_s: float) -> float:
+    """How long to wait before reading a snapshot's target, given the Kafka timestamps (ms) of the
+    `last` records of a batch: what is left of SNAPSHOT_SETTLE_S since the latest was sent, all of
+    it when one has no timestamp. Never more than SNAPSHOT_SETTLE_S, whatever the clocks say."""
+    if not sent_ms or any(t is None for t in sent_ms):
+        return SNAPSHOT_SETTLE_S
+    latest = max(t for t in sent_ms if t is not None) / 1000
+    return min(SNAPSHOT_SETTLE_S, max(0.0, latest + SNAPSHOT_SETTLE_S - now_s))
+
+
+def _let_earlier_records_land(seconds: float) -> None:
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 @dataclass
@@ -91,6 +104,9 @@ class RebuildPolicy:
     accept: Callable[[ChangeEvent], bool] | None = None  # a filtered backfill's row filter
     cold_start_completes: bool = True  # a replay from the beginning completes the copy
     until: Callable[[], bool] | None = None  # asked once per loop turn: the run ends when True
+    # A rebuild reads alone, its offsets in its shadow: it assigns itself every partition instead of
+    # joining a group (no rebalance can stall it: see JOIN_STUCK_S in ecst/consumer/group.py).
+    reads_alone: bool = False
 
 
 @dataclass
@@ -245,7 +261,10 @@ class Consumer:
             if stored is None:
                 return self.stats  # stopped while the store was away
             self._cold = readiness.cold_topics(self.topics, stored, enabled=self.policy.cold_start_completes)
-            group.subscribe()
+            if self.policy.reads_alone:
+                group.assign(partitions, stored)
+            else:
+                group.subscribe()
             while not stop.is_set():
                 self._alive()
                 try:
@@ -352,8 +371,10 @@ class Consumer:
         """Decode a polled batch, and read from Kafka what its apply needs (on the loop's thread)."""
         items = [self.decoder(m) for m in messages]
         topics = sorted({d.event.topic for d in items if d.event is not None and d.event.snapshot in MARKERS})
-        if any(d.event is not None and d.event.snapshot in LAST_MARKERS for d in items):
-            _let_earlier_records_land()
+        lasts = [d.record.timestamp for d in items
+                 if d.event is not None and d.event.snapshot in LAST_MARKERS]
+        if lasts:
+            _let_earlier_records_land(settle_wait_s(lasts, time.time()))
         ends = {t: group.end_offsets(t) for t in topics}
         return Batch(items, _next_offsets(items), group.positions(), ends)
 

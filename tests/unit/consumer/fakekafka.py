@@ -27,6 +27,8 @@ class FakeConsumer:
         self.next = 0
         self.commits: list[dict] = []
         self.listener = None
+        self.assigned: list[TopicPartition] | None = None  # set by `assign` (no group)
+        self.polls_from: list[int] = []  # the position of each poll that returned records or none
 
     def partitions_for_topic(self, topic):
         return {0} if topic == self.tp.topic else None
@@ -44,10 +46,15 @@ class FakeConsumer:
         self.listener = listener
         listener.on_partitions_assigned([self.tp])
 
+    def assign(self, partitions):
+        self.assigned = list(partitions)
+
     def assignment(self):
         return {self.tp}
 
     def poll(self, timeout_ms=0, max_records=None):
+        if not self.polls_from or self.polls_from[-1] != self.next:
+            self.polls_from.append(self.next)
         batch = self.messages[self.next:self.next + (max_records or 500)]
         self.next += len(batch)
         return {self.tp: batch} if batch else {}

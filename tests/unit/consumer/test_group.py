@@ -142,3 +142,45 @@ def test_nothing_is_watched_before_the_subscription(clients, clock):
     clock.now += 10
     r.poll()
     assert r.replaced == 0 and len(clients) == 1
+
+
+class JoiningCoordinator:
+    """kafka-python 3.0.12's coordinator, as far as `finish_join` asks it."""
+
+    def __init__(self, rebalancing: bool, rejoin_needed: bool = False) -> None:
+        self.rebalancing, self.rejoin_needed = rebalancing, rejoin_needed
+        self.awaited: list[tuple[bool, int]] = []  # (rejoin marked when awaited, timeout)
+
+    def rebalance_in_progress(self) -> bool:
+        return self.rebalancing
+
+    def request_rejoin(self) -> None:
+        self.rejoin_needed = True
+
+    def ensure_active_group(self, timeout_ms=None) -> bool:
+        self.awaited.append((self.rejoin_needed, timeout_ms))
+        self.rebalancing = self.rejoin_needed = False  # the join's outcome taken
+        return True
+
+
+@pytest.mark.parametrize(("rebalancing", "marked", "awaited"), [
+    (True, False, [(True, 5000)]),  # a join kafka-python stopped awaiting: marked, then awaited
+    (True, True, [(True, 5000)]),  # a join still marked: awaited as it is
+    (False, False, []),  # a stable member: nothing to do
+])
+def test_a_join_under_way_after_a_poll_is_marked_needed_and_awaited(rebalancing, marked, awaited):
+    coordinator = JoiningCoordinator(rebalancing, marked)
+    client = SimpleNamespace(_coordinator=coordinator)
+    assert group.finish_join(client, 5000) is bool(awaited)  # type: ignore[arg-type]
+    assert coordinator.awaited == awaited
+    assert group.finish_join(SimpleNamespace(), 5000) is False  # type: ignore[arg-type]  # a client it cannot ask
+
+
+def test_every_poll_of_a_subscribed_reader_finishes_a_join_under_way(clients, clock):
+    r = reader()
+    clients[0]._coordinator = JoiningCoordinator(rebalancing=True)
+    r.poll()
+    assert clients[0]._coordinator.awaited == []  # not subscribed yet: not its join
+    r.subscribe()
+    r.poll()
+    assert clients[0]._coordinator.awaited == [(True, group.JOIN_WAIT_MS)]

@@ -45,9 +45,14 @@ class Err:
 
 
 class Msg:
-    def __init__(self, topic, partition, offset, key=b"k", value=b"v", error=None):
+    def __init__(self, topic, partition, offset, key=b"k", value=b"v", error=None,
+                 timestamp=(ck.TIMESTAMP_NOT_AVAILABLE, -1)):
         self.args = (topic, partition, offset, key, value)
         self._error = error
+        self._timestamp = timestamp
+
+    def timestamp(self):
+        return self._timestamp
 
     def error(self):
         return self._error
@@ -162,6 +167,13 @@ def test_an_assignment_is_positioned_at_the_stored_offsets(fake):
     assert r.consumer.paused == []
 
 
+def test_a_reader_alone_assigns_itself_the_partitions_at_the_given_offsets_without_a_group(fake):
+    # (the fake consumer has no `subscribe`: a call would fail the test)
+    r = reader(Store({("t", 0): 1}))
+    r.assign([("t", 0), ("t", 1)], {("t", 0): 42})  # the offsets the loop read, not asked again
+    assert offsets(r.consumer.assigned) == [("t", 0, 42), ("t", 1, ck.OFFSET_BEGINNING)]
+
+
 def test_an_assignment_while_the_store_is_away_stays_paused_until_resume(fake):
     store, health = Store({("t", 0): 42}, up=False), StoreHealth(Metrics())
     r = reader(store, health)
@@ -185,9 +197,9 @@ def test_reposition_assigns_the_stored_offsets_again(fake):
 
 def test_a_batch_is_records_and_transient_errors_are_left_to_librdkafka(fake):
     r = reader(Store({}))
-    r.consumer.batches = [[Msg("t", 0, 3, b"k", b"v"), Msg("t", 0, -1, error=Err("_TRANSPORT")),
-                           Msg("t", 1, 9, None, None)]]
-    assert r.poll() == [Record("t", 0, 3, b"k", b"v"), Record("t", 1, 9, None, None)]
+    r.consumer.batches = [[Msg("t", 0, 3, b"k", b"v", timestamp=(ck.TIMESTAMP_CREATE_TIME, 1234)),
+                           Msg("t", 0, -1, error=Err("_TRANSPORT")), Msg("t", 1, 9, None, None)]]
+    assert r.poll() == [Record("t", 0, 3, b"k", b"v", 1234), Record("t", 1, 9, None, None)]
     assert r.poll() == []
 
 

@@ -2,6 +2,7 @@
 snapshot readiness, cold start, and a rebuild's policy."""
 
 import pytest
+from kafka import TopicPartition
 
 from ecst.consumer import runner
 from ecst.consumer.config import ConsumerConfig
@@ -119,6 +120,21 @@ def test_a_rebuild_policy_filters_events_keeps_cold_starts_undecided_and_ends_th
     assert not c.snapshot_applied()  # a snapshot rebuild decides completion from the snapshot
 
 
+def test_a_rebuild_reads_alone_assigned_every_partition_from_its_stored_offsets(store, kafka):
+    """A rebuild never joins a group (kafka-python 3.0.12 can leave a join unfinished: a
+    blocking rebuild then waited 120 s for a snapshot it could not read, in CI)."""
+    records = snapshot_then_changes()
+    fake = kafka(records)
+    consumer(store, policy=RebuildPolicy(reads_alone=True)).run(until_caught_up=True)
+    assert fake.listener is None  # no subscription, so no rebalance
+    assert fake.assigned == [TopicPartition(TOPIC, 0)]
+    assert store.stored_offsets() == {(TOPIC, 0): len(records)}
+    again = kafka(records)
+    consumer(store, policy=RebuildPolicy(reads_alone=True)).run(until_caught_up=True)
+    assert again.assigned == [TopicPartition(TOPIC, 0)] and again.next == len(records)
+    assert again.polls_from == [len(records)]  # positioned at the stored offset, not the beginning
+
+
 def test_integers_beyond_64_bits_are_dead_lettered_not_a_crash(store, kafka):
     """A malformed record (a timestamp or a key beyond 64 bits) is dead-lettered: at decode when
     its type cannot hold it, at apply when SQLite's driver cannot bind it (OverflowError)."""
@@ -139,15 +155,40 @@ def test_the_snapshot_target_is_read_after_records_sent_before_last_could_land(s
     late = FakeConsumer(TOPIC, records[:4]).messages[3]
     waits = []
 
-    def settle():
-        waits.append(runner.SNAPSHOT_SETTLE_S)
+    def settle(seconds):
+        waits.append(seconds)
         fake.messages.append(late)
 
     monkeypatch.setattr(runner, "_let_earlier_records_land", settle)
     c = consumer(store, batch_size=10)
     c.run(until_ready=True)
-    assert len(waits) == 1  # once: the batch that held `last`
+    assert waits == [runner.SNAPSHOT_SETTLE_S]  # once: the batch that held `last` (no timestamp)
     # the target counts the late record, so the copy is ready only once that record is applied too
     assert store.snapshot_states()[TOPIC].targets == {0: 4}
     assert store.stored_offsets() == {(TOPIC, 0): 4} and c.ready()
     assert {r["id"]: r["bio"] for r in store.rows("users")}[1] == "changed"
+
+
+def test_the_settle_wait_is_what_is_left_of_it_since_last_was_sent(monkeypatch):
+    monkeypatch.setattr(runner, "SNAPSHOT_SETTLE_S", 2.0)
+    now = 1_000_000.0
+    assert runner.settle_wait_s([int((now - 0.5) * 1000)], now) == pytest.approx(1.5)
+    latest_of_two = [int((now - 30) * 1000), int((now - 1.25) * 1000)]
+    assert runner.settle_wait_s(latest_of_two, now) == pytest.approx(0.75)
+    assert runner.settle_wait_s([int((now - 30) * 1000)], now) == 0.0  # read long after: no wait
+    assert runner.settle_wait_s([int((now + 600) * 1000)], now) == 2.0  # a clock ahead: never longer
+    assert runner.settle_wait_s([int((now - 30) * 1000), None], now) == 2.0  # one unknown: all of it
+    assert runner.settle_wait_s([], now) == 2.0
+
+
+def test_a_records_kafka_timestamp_is_kept_when_it_has_one():
+    from ecst.consumer.decoding import Decoder
+    from tests.unit.consumer.fakekafka import Message
+
+    decode = Decoder(ConsumerConfig())
+    stamped = Message(TOPIC, 0, 0, None, None)
+    stamped.timestamp = 1_700_000_000_123
+    assert decode(stamped).record.timestamp == 1_700_000_000_123
+    stamped.timestamp = -1  # kafka-python's "none"
+    assert decode(stamped).record.timestamp is None
+    assert decode(Message(TOPIC, 0, 0, None, None)).record.timestamp is None
