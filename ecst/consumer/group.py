@@ -182,7 +182,7 @@ class GroupReader:
         return [m for messages in polled.values() for m in messages]
 
     def _check_join(self) -> None:
-        """Keep a join under way awaited (`pin_rejoin`); replace the consumer when its join of the
+        """Take a join under way to its end (`finish_join`); replace the consumer when its join of the
         group has lasted `join_stuck_s` (see JOIN_STUCK_S)."""
         if not self._subscribed:
             return

@@ -362,8 +362,11 @@ class ShadowRun:
         unit = "offsets" if mode == "replay" else "rows"
         self.progress = Progress(self.base, state.rows_expected, time.monotonic(), unit)
         # a snapshot mode knows completion from the snapshot itself, never from a caught-up replay
-        self.policy = RebuildPolicy(accept=self.rows, cold_start_completes=mode == "replay", reads_alone=True)
-        self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild"),
+        self.policy = RebuildPolicy(accept=self.rows, cold_start_completes=mode == "replay",
+                                    reads_alone=True)
+        # it joins no group (`reads_alone`), so no static membership either: its commits are plain ones
+        self.consumer = Consumer(shadow, config=config.with_(group_id=f"{config.group_id}-rebuild",
+                                                             group_instance_id=""),
                                  bootstrap_servers=bootstrap, policy=self.policy)
         self.saved = 0.0
         self.at_end = False

@@ -56,6 +56,17 @@ def test_replay_progress_counts_the_offsets_of_its_range_and_reaches_its_end(url
     shadow.close()
 
 
+def test_the_shadow_consumer_reads_alone_in_its_own_group_without_a_static_id(url):
+    shadow = StateStore(url, namespace=SHADOW)
+    record = {"mode": "replay", "condition": None, "phase": "snapshotting", "started_at": time.time(),
+              "rows_applied": 0, "rows_expected": 0, "offsets": []}
+    config = ConsumerConfig(topics=(TopicMapping(TOPIC),), group_id="g", group_instance_id="users-0")
+    run = ShadowRun(shadow, config, "127.0.0.1:1", RebuildState.from_dict(record), None)
+    assert run.policy.reads_alone  # assigned every partition: no group join, no rebalance
+    assert run.consumer.config.group_id == "g-rebuild" and run.consumer.config.group_instance_id == ""
+    shadow.close()
+
+
 def test_discard_and_begin_refuse_the_live_state(url):
     live = StateStore(url)
     with pytest.raises(StateStoreError, match="never the live state"):
