@@ -28,7 +28,7 @@ class FakeConsumer:
         self.commits: list[dict] = []
         self.listener = None
         self.assigned: list[TopicPartition] | None = None  # set by `assign` (no group)
-        self.polls_from: list[int] = []  # the position of each poll that returned records or none
+        self.polls_from: list[int] = []  # each position a poll started from (repeats once)
 
     def partitions_for_topic(self, topic):
         return {0} if topic == self.tp.topic else None

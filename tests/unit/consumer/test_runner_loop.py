@@ -6,10 +6,11 @@ from kafka import TopicPartition
 
 from ecst.consumer import runner
 from ecst.consumer.config import ConsumerConfig
+from ecst.consumer.decoding import Decoder
 from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.exceptions import EventError
 from tests.unit.consumer.envelopes import TOPIC, envelope, row
-from tests.unit.consumer.fakekafka import FakeConsumer, FakeProducer
+from tests.unit.consumer.fakekafka import FakeConsumer, FakeProducer, Message
 
 
 @pytest.fixture(autouse=True, params=[True, False], ids=["overlap", "serial"])
@@ -182,9 +183,6 @@ def test_the_settle_wait_is_what_is_left_of_it_since_last_was_sent(monkeypatch):
 
 
 def test_a_records_kafka_timestamp_is_kept_when_it_has_one():
-    from ecst.consumer.decoding import Decoder
-    from tests.unit.consumer.fakekafka import Message
-
     decode = Decoder(ConsumerConfig())
     stamped = Message(TOPIC, 0, 0, None, None)
     stamped.timestamp = 1_700_000_000_123
