@@ -203,3 +203,42 @@ def test_a_delete_the_log_cleaner_removed_while_the_consumer_was_down_still_dele
     assert result.matches, result.summary()
     assert result.state_rows == 180
     store.close()
+
+
+def test_the_connector_writes_compressed_batches_that_the_consumer_reads(capture, tmp_path):
+    """connectors/users.yaml makes the worker's producer compress (LZ4): the topic holds far fewer
+    bytes than its records, and the consumer (kafka-python, with the `lz4` package) reads them."""
+    from kafka import TopicPartition
+
+    from ecst import kafka
+    from ecst.consumer.store import StateStore
+
+    capture.create(rows=2000)
+    capture.apply()
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    capture.consumer(store).run(until_ready=True)
+    result = capture.compare(store)
+    store.close()
+    assert result.matches, result.summary()
+
+    reader = kafka.consumer(capture.stack.bootstrap, group_id=None)
+    admin = kafka.admin(capture.stack.bootstrap)
+    try:
+        tps = [TopicPartition(capture.topic, p) for p in sorted(reader.partitions_for_topic(capture.topic))]
+        reader.assign(tps)
+        reader.seek_to_beginning(*tps)
+        ends, raw, seen = reader.end_offsets(tps), 0, 0
+        deadline = time.monotonic() + 60
+        while seen < sum(ends.values()) and time.monotonic() < deadline:
+            for messages in reader.poll(timeout_ms=500).values():
+                raw += sum(len(m.key or b"") + len(m.value or b"") for m in messages)
+                seen += len(messages)
+        [broker] = admin.describe_log_dirs([capture.topic])
+        on_disk = sum(p["partition_size"] for d in broker["log_dirs"] for t in d["topics"]
+                      for p in t["partitions"] if t["name"] == capture.topic)
+    finally:
+        reader.close()
+        admin.close()
+    assert seen == sum(ends.values()) >= 2000
+    # uncompressed, the log would hold the records plus their batches' and records' headers
+    assert on_disk < raw / 2, (on_disk, raw)

@@ -26,6 +26,17 @@ def test_the_repository_users_connector_is_valid_and_keeps_provider_references()
     assert int(d.config["heartbeat.interval.ms"]) > 0
 
 
+def test_the_users_connector_compresses_with_a_codec_the_consumer_can_read():
+    """Every client of ecst must decode the batches the worker compresses: kafka-python needs a
+    package per codec (`lz4`, a dependency), librdkafka has them built in."""
+    from kafka import codec
+
+    d = load_definition(ROOT / "connectors" / "users.yaml", environ={})
+    name = d.config["producer.override.compression.type"]
+    assert name == "lz4"
+    assert getattr(codec, f"has_{name}")(), f"kafka-python cannot decode {name}: is the {name} package in?"
+
+
 def test_interpolation_from_environment_with_defaults():
     env = {"PGPASSWORD": "s3cret"}
     assert interpolate("${PGPASSWORD}", env, "x") == "s3cret"
