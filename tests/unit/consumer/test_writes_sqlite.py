@@ -345,3 +345,11 @@ def test_a_column_converter_gives_what_sqlalchemy_binds(column_type, value):
     assert type(mine[1]) is type(theirs[1])
     assert (mine[1] == theirs[1] or same(mine[1], theirs[1])
             or json.dumps(mine[1], default=repr) == json.dumps(theirs[1], default=repr))
+
+
+@pytest.mark.parametrize("column_type", [UtcDateTime(), DateTime(), Date(), Time()], ids=repr)
+def test_date_and_time_columns_take_the_shortcut_not_sqlalchemys_processor(column_type):
+    """The shortcuts are kept only where they write what SQLAlchemy writes for every probe value;
+    a shortcut that wrote anything else would silently fall back to the slower processor."""
+    converter = bind_converter(column_type, SQLITE)
+    assert converter is not None and converter.__qualname__.startswith("_iso_"), converter
