@@ -25,7 +25,7 @@ from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.runner import Consumer
 from ecst.consumer.store import StateStore
 from ecst.demo import delete_topics, topic_for
-from tests.integration.stacks import start_stack
+from tests.integration.stacks import start_stack, tolerate_kafka_connect_leak
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,10 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def stack():
+def stack(request):
     backend = os.environ.get("ECST_TEST_STACK", "local")
     running = start_stack(backend)
+    tolerate_kafka_connect_leak(request.config, running.kafka_ports)
     yield running
     running.stop()
 

@@ -58,6 +58,7 @@ class ContainerBackend:
             kafka = kafka.with_env(k, str(v))
         self.kafka = kafka.start()
         self.bootstrap = f"127.0.0.1:{kafka_port}"
+        self.kafka_ports = (kafka_port,)
 
         connect = DockerContainer(COMPOSE["connect"]["image"]).with_network(self.network)
         connect = connect.with_bind_ports(8083, connect_port)
