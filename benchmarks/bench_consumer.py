@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # The tree measured: this one, or (--ab) the one a parent process extracted from git.
 sys.path.insert(0, os.environ.get("ECST_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
@@ -45,6 +46,13 @@ from ecst.consumer.store import StateStore  # noqa: E402
 from ecst.settings import Settings  # noqa: E402
 from ecst.stack import LocalStack  # noqa: E402
 from tests.unit.consumer.envelopes import envelope, row  # noqa: E402
+
+
+def decoded(record: Record) -> ChangeEvent:
+    """The event of a record known to carry one (not a tombstone, not a no-op)."""
+    event = decode(record)
+    assert event is not None, record
+    return event
 
 
 def median_rate(fn: Callable[[], object], n: int, repeats: int) -> float:
@@ -114,20 +122,20 @@ class Measures:
     def __init__(self, rows: int, writer: str | None, pg_url: str | None = None,
                  copy_min: int | None = None) -> None:
         self.rows = rows
-        self.kwargs = {"writer": writer} if writer else {}
+        self.kwargs: dict[str, Any] = {"writer": writer} if writer else {}
         self.pg_url, self.copy_min = pg_url, copy_min
         self.records = {
             schemas: [Record("t", 0, i, *envelope("u", i, 1000 + i, after=row(i), schemas=schemas))
                       for i in range(rows)] for schemas in (True, False)}
-        self.load = [decode(Record("t", 0, i, *envelope("r", i, 1000, after=row(i), snapshot="true")))
+        self.load = [decoded(Record("t", 0, i, *envelope("r", i, 1000, after=row(i), snapshot="true")))
                      for i in range(rows)]
         # an update of every key, and a delete of every tenth
-        self.stream = [decode(Record("t", 0, rows + i,
+        self.stream = [decoded(Record("t", 0, rows + i,
                                      *(envelope("d", i, 2000 + i, before=row(i)) if i % 10 == 0 else
                                        envelope("u", i, 2000 + i, after=row(i, bio=f"changed {i}")))))
                        for i in range(rows)]
         # updates of single keys, each alone in its batch (a stream that keeps up)
-        self.singles = [decode(Record("t", 0, 2 * rows + i,
+        self.singles = [decoded(Record("t", 0, 2 * rows + i,
                                       *envelope("u", i % rows, 10**6 + i, after=row(i % rows))))
                         for i in range(min(rows, 300))]
         self.decode()
@@ -240,9 +248,9 @@ def run_ab(ref: str, parts: list[str], rows: int, repeats: int, pg_url: str | No
         cmd += ["--writer", writer] if writer else []
         cmd += ["--pg-url", urls[f"side{i}"]] if urls else []
         cmd += ["--copy-min", str(copy_min)] if copy_min is not None else []
-        workers[side] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                         env={**os.environ, "ECST_BENCH_TREE": tree})
-        assert workers[side].stdout is not None and workers[side].stdout.readline().strip() == "ready"
+        process = workers[side] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   text=True, env={**os.environ, "ECST_BENCH_TREE": tree})
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     figures: dict[tuple[str, str], list[float]] = {}
     try:
         for _ in range(repeats):

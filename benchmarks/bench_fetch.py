@@ -84,7 +84,7 @@ def read_kafka_python(bootstrap: str, topic: str, n: int, options: dict,
     c = kafka.consumer(bootstrap, group_id=None, **options)
     c.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     c.seek_to_beginning()
-    got, first = 0, None
+    got, first = 0, 0.0
     while got < n:
         for messages in c.poll(timeout_ms=1000, max_records=options["max_poll_records"]).values():
             for m in messages:
@@ -103,12 +103,13 @@ def read_confluent(bootstrap: str, topic: str, n: int, options: dict, with_decod
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-fetch", "enable.auto.commit": False,
                   **options})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    got, first = 0, None
+    got, first = 0, 0.0
     while got < n:
         for m in c.consume(num_messages=BATCH, timeout=1.0):
             if m.error():
                 raise SystemExit(f"confluent: {m.error()}")
-            r = Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+            # a fetched message always has its topic, partition and offset
+            r = Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
             if with_decode:
                 decode(r)
             got += 1

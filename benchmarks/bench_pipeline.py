@@ -98,7 +98,12 @@ def state_url(name: str, st: LocalStack, workdir: Path) -> tuple[str, Callable[[
     """A fresh state URL, and how to remove it."""
     if name == "sqlite":
         path = workdir / f"{uuid.uuid4().hex[:8]}.db"
-        return f"sqlite:///{path}", lambda: [p.unlink(missing_ok=True) for p in workdir.glob(f"{path.name}*")]
+
+        def remove() -> None:
+            for p in workdir.glob(f"{path.name}*"):
+                p.unlink(missing_ok=True)
+
+        return f"sqlite:///{path}", remove
     db = f"bench_{uuid.uuid4().hex[:8]}"
     with st.postgres.connect("postgres") as conn:
         conn.execute(f"CREATE DATABASE {db}")
@@ -121,8 +126,12 @@ def run_e2e(bootstrap: str, topic: str, url: str, overlap: bool, batch_size: int
                             group_id=f"bench-{uuid.uuid4().hex[:8]}", batch_size=batch_size,
                             overlap=overlap, kafka_options=fetch)
         started = time.perf_counter()
-        stats = consumer.run(until_caught_up=True,
-                             on_batch=lambda _s: first or first.append(time.perf_counter()))
+
+        def on_batch(_stats: object) -> None:
+            if not first:
+                first.append(time.perf_counter())
+
+        stats = consumer.run(until_caught_up=True, on_batch=on_batch)
         ended = time.perf_counter()
     finally:
         store.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 
 
@@ -61,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

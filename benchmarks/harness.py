@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -101,7 +102,9 @@ def machine_facts(stack: LocalStack) -> dict[str, Any]:
         return poms.split(f"<{name}>", 1)[1].split("<", 1)[0] if f"<{name}>" in poms else "?"
 
     with stack.postgres.connect() as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]
+        found = conn.execute("SHOW server_version").fetchone()
+        assert found is not None  # SHOW always returns a row
+        pg = found[0]
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": _git("rev-parse", "--short", "HEAD") + ("-dirty" if _git("status", "--porcelain", "-uno")
@@ -241,6 +244,7 @@ def scenario_raw(stack: LocalStack, sizes: Sizes, dbs: StateDatabases,
     try:
         with stack.postgres.connect() as conn:
             cur = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(sql.Identifier(table)))
+            assert cur.description is not None  # a SELECT describes its columns
             columns = [d.name for d in cur.description]
             rows = cur.fetchall()
         lite_rows = [tuple(v if v is None or isinstance(v, (int, float, str, bytes)) else str(v) for v in r)
@@ -325,11 +329,13 @@ def scenario_latency(stack: LocalStack, sizes: Sizes, log: Callable[[str], None]
     confluent_at = GOAL_RATE if GOAL_RATE in sizes.rates else max(sizes.rates)
     for rate in sizes.rates:
         log(f"latency at {rate:,} changes/s for {sizes.seconds:.0f} s")
-        sides = {side: (lambda side=side, rate=rate: scenarios_connect.stream_latency(
-            stack, rate, sizes.seconds, side)) for side in ("ecst", "sink")}
+        sides: dict[str, Callable[[], dict[str, Any]]] = {
+            side: functools.partial(scenarios_connect.stream_latency, stack, rate, sizes.seconds, side)
+            for side in ("ecst", "sink")}
         if rate == confluent_at:
-            sides[report.LATENCY_CONFLUENT] = lambda rate=rate: scenarios_connect.stream_latency(
-                stack, rate, sizes.seconds, "ecst", kafka_client="confluent")
+            sides[report.LATENCY_CONFLUENT] = functools.partial(
+                scenarios_connect.stream_latency, stack, rate, sizes.seconds, "ecst",
+                kafka_client="confluent")
         by_rate[str(rate)] = alternate(sides, sizes.repeats, log)
     return {"seconds": sizes.seconds, "rates": by_rate}
 

@@ -262,7 +262,8 @@ def charts(run: dict[str, Any], folder: Path) -> list[Path]:
         rates = sorted(int(r) for r in sc["latency"]["rates"])
         for side, colour in (("ecst", "#4c72b0"), ("sink", "#c44e52")):
             for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
-                ys = [medians(sc["latency"]["rates"][str(r)], key).get(side) for r in rates]
+                found = [medians(sc["latency"]["rates"][str(r)], key).get(side) for r in rates]
+                ys = [float("nan") if y is None else y for y in found]  # a gap where a side has none
                 ax.plot(rates, ys, style, marker="o", color=colour, label=f"{side} {key[:3]}")
         ax.set_xlabel("changes/s")
         ax.set_ylabel("latency, ms")

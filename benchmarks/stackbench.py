@@ -49,7 +49,9 @@ def update_all(stack: LocalStack, table: str, per_txn: int = 1000) -> int:
     """One update of every row, `per_txn` rows per transaction; the number of rows updated."""
     t = sql.Identifier(table)
     with stack.postgres.connect() as conn:
-        top = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(t)).fetchone()[0]
+        found = conn.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(t)).fetchone()
+        assert found is not None  # an aggregate always returns a row
+        top = found[0]
         done = 0
         for start in range(1, top + 1, per_txn):
             cur = conn.execute(sql.SQL("UPDATE {} SET full_name = full_name || '+', "
