@@ -49,6 +49,12 @@ METADATA_TIMEOUT_S = 10.0
 # librdkafka's codes for refused credentials or a failed TLS handshake
 AUTHENTICATION = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL"}
 TRANSIENT = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_RESOLVE", "_WAIT_COORD", "_NO_OFFSET"}
+# A partition just created has no leader for a moment: the broker answers its offsets requests
+# with these until one is elected (seen: NOT_LEADER_FOR_PARTITION right after a connector made
+# its topic); asked again every LEADER_RETRY_S for LEADER_WAIT_S before it is an error.
+NO_LEADER_YET = {"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART"}
+LEADER_RETRY_S = 0.2
+LEADER_WAIT_S = 15.0
 
 
 def start_offsets(assigned: list[Partition], stored: Offsets) -> list[tuple[str, int, int]]:
@@ -129,6 +135,7 @@ class ConfluentGroupReader:
         self.topics = [m.topic for m in config.topics]
         self.poll_timeout_ms = poll_timeout_ms
         self.alive = alive
+        self.sleep: Callable[[float], None] = time.sleep  # a test's clock replaces it
         self._present: dict[str, bool] = {}
         self.before_rebalance = before_rebalance or (lambda: None)
         self.after_assignment = after_assignment or (lambda: None)
@@ -200,13 +207,21 @@ class ConfluentGroupReader:
 
     def _watermarks(self, parts: list[Partition]) -> tuple[Offsets, Offsets]:
         begins, ends = {}, {}
-        try:
-            for t, p in parts:
-                low, high = self.consumer.get_watermark_offsets(ck.TopicPartition(t, p),
-                                                                timeout=METADATA_TIMEOUT_S)
-                begins[(t, p)], ends[(t, p)] = low, high
-        except ck.KafkaException as exc:
-            raise self._error(exc, "read offsets from") from exc
+        deadline = time.monotonic() + LEADER_WAIT_S
+        for t, p in parts:
+            while True:
+                try:
+                    low, high = self.consumer.get_watermark_offsets(ck.TopicPartition(t, p),
+                                                                    timeout=METADATA_TIMEOUT_S)
+                    break
+                except ck.KafkaException as exc:
+                    error = exc.args[0] if exc.args and hasattr(exc.args[0], "name") else None
+                    if error is None or error.name() not in NO_LEADER_YET or time.monotonic() >= deadline:
+                        raise self._error(exc, "read offsets from") from exc
+                    log.debug("offsets of %s[%d]: %s; asking again", t, p, error.name())
+                    self.alive()
+                    self.sleep(LEADER_RETRY_S)
+            begins[(t, p)], ends[(t, p)] = low, high
         return begins, ends
 
     def offsets_at_start(self, partitions: list[Partition]) -> tuple[Offsets, Offsets]:

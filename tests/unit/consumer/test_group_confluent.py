@@ -308,3 +308,45 @@ def test_a_chosen_client_not_installed_says_how_to_install_it(monkeypatch, store
     monkeypatch.setattr(gc, "ck", None)
     with pytest.raises(ConfigError, match=r"pip install 'ecst\[kafka-confluent\]'"):
         reader(Store({}))
+
+
+class Watermarks(FakeConsumer):
+    """Answers offsets requests with `errors` (KafkaError codes) first, then (0, 10)."""
+
+    errors: list[int] = []
+
+    def get_watermark_offsets(self, tp, timeout):
+        if self.errors:
+            raise ck.KafkaException(ck.KafkaError(self.errors.pop(0)))
+        return 0, 10
+
+
+def test_offsets_of_a_partition_with_no_leader_yet_are_asked_again(monkeypatch):
+    monkeypatch.setattr(gc.ck, "Consumer", Watermarks)
+    Watermarks.errors = [ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_AVAILABLE]
+    r = reader(Store({}))
+    slept: list[float] = []
+    r.sleep = slept.append
+    assert r.offsets_at_start([("t", 0)]) == ({("t", 0): 0}, {("t", 0): 10})
+    assert slept == [gc.LEADER_RETRY_S] * 2
+
+
+def test_offsets_still_without_a_leader_at_the_deadline_are_an_error(monkeypatch):
+    monkeypatch.setattr(gc.ck, "Consumer", Watermarks)
+    Watermarks.errors = [ck.KafkaError.NOT_LEADER_FOR_PARTITION] * 1000
+    r = reader(Store({}))
+    clock = iter(range(0, 10**6, 5))  # each look at the clock is 5 s later
+    monkeypatch.setattr(gc.time, "monotonic", lambda: next(clock))
+    r.sleep = lambda _s: None
+    with pytest.raises(KafkaUnavailableError, match="NOT_LEADER_FOR_PARTITION|Not leader"):
+        r.offsets_at_start([("t", 0)])
+    assert len(Watermarks.errors) == 1000 - gc.LEADER_WAIT_S // 5
+
+
+def test_other_offsets_errors_are_not_asked_again(monkeypatch):
+    monkeypatch.setattr(gc.ck, "Consumer", Watermarks)
+    Watermarks.errors = [ck.KafkaError.TOPIC_AUTHORIZATION_FAILED, ck.KafkaError.NOT_LEADER_FOR_PARTITION]
+    r = reader(Store({}))
+    r.sleep = lambda _s: pytest.fail("asked again")
+    with pytest.raises(KafkaUnavailableError):
+        r.offsets_at_start([("t", 0)])
