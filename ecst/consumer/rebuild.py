@@ -35,6 +35,8 @@ rebuild that recovers a lost replication slot).
 
 The bookkeeping (mode, signal id, where the notifications start, progress) is stored with the
 shadow, so running the same command again after a crash resumes; `restart=True` discards it.
+One rebuild runs at a time per state (`rebuild_lock`): a second one, `--restart` or not, is
+refused before it looks at the shadow.
 
 Here: `rebuild` (the steps every mode shares), one class per mode, and the shadow consumer. Beside
 it: `rebuild_state` (the bookkeeping, resume rules, result), `rebuild_wait` (waiting for a
@@ -61,6 +63,7 @@ from ecst.connectors.snapshot_source import SnapshotSource
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.events import ChangeEvent
 from ecst.consumer.progress import Progress
+from ecst.consumer.rebuild_lock import RebuildLock
 from ecst.consumer.rebuild_state import (
     SNAPSHOTTING,
     STARTING,
@@ -108,7 +111,9 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: kafka.
     topics = [m.topic for m in config.topics]
     live = StateStore(state_url)
     shadow = StateStore(state_url, namespace=SHADOW)
+    lock = RebuildLock(live.engine, live.safe_url)
     try:
+        lock.acquire()  # before the shadow is looked at: a second rebuild must not touch it
         state = open_rebuild(shadow, mode, condition, restart)
         resumed = state is not None
         how = prepare(bootstrap, topics)  # its checks run before anything is recorded or sent
@@ -132,6 +137,7 @@ def rebuild(mode: str, state_url: str, config: ConsumerConfig, bootstrap: kafka.
             raise SnapshotFailedError(f"{exc}; the unfinished rebuild was discarded") from exc
         raise
     finally:
+        lock.release()
         live.close()
         shadow.close()
 

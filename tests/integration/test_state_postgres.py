@@ -4,18 +4,22 @@ A rebuild's swap and a live consumer's batch on a shared Postgres state: the liv
 the state's generation, then writes its batch and its offsets. If the swap commits in between, the
 batch's rows land in the swapped-in table and its offsets replace the rebuild's: whatever the live
 consumer had applied beyond the rebuild's offsets (to the old table) is lost for good. The swap
-must wait for a batch in progress, or the batch for the swap. Also: no invented column defaults.
+must wait for a batch in progress, or the batch for the swap. Also: no invented column defaults,
+and one rebuild at a time per database.
 """
 
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import event as sa_event
 
 from ecst.consumer.events import Record, decode
+from ecst.consumer.rebuild_lock import RebuildLock
 from ecst.consumer.shadow import SHADOW
 from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SNAPSHOT_RUNNING, SnapshotState
 from ecst.consumer.store import StaleStateError, StateStore
+from ecst.exceptions import RebuildError
 from tests.unit.consumer.envelopes import envelope, row
 
 TOPIC = "t.public.users"
@@ -132,3 +136,35 @@ def test_a_stale_snapshot_transition_never_moves_the_snapshot_state_back_on_post
     finally:
         store.close()
         drop()
+
+
+def test_one_rebuild_at_a_time_per_postgres_state_and_the_lock_dies_with_its_session(stack):
+    url, drop = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    other_url, drop_other = stack.new_database(f"state_{uuid.uuid4().hex[:10]}")
+    stores = [StateStore(url), StateStore(url), StateStore(other_url)]
+    try:
+        first = RebuildLock(stores[0].engine, stores[0].safe_url)
+        first.acquire()
+        second = RebuildLock(stores[1].engine, stores[1].safe_url, wait_s=0)
+        with pytest.raises(RebuildError, match=r"another `ecst rebootstrap` is running on this state "
+                                               r"\(.*held by PostgreSQL session \d+ from .* since 20"):
+            second.acquire()
+        with RebuildLock(stores[2].engine, "another database") as elsewhere:
+            assert elsewhere.held  # the lock is per database
+        first.release()
+        second.acquire()
+        # the holder's session ends without releasing (a crash): the lock goes with it
+        assert second._conn is not None
+        pid = second._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with stores[2].engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        first.wait_s = 10
+        first.acquire()  # the killed session's lock is freed: taken within the wait
+        assert first.held
+        first.release()
+        second.release()  # its connection is gone: nothing left to do, no error
+    finally:
+        for s in stores:
+            s.close()
+        drop()
+        drop_other()
