@@ -18,6 +18,9 @@ machine, so run it with no other PostgreSQL work), per record. Before the rounds
 write the same first batch and the script checks that their tables hold the same rows, every
 column compared.
 
+A third side is what ecst ships since (`decode_in_database`, docs/consumer.md): ecst's decode with
+`defer`, then its PostgreSQL writer's decoding merge; keys, positions and every guarantee kept.
+
 B is a prototype for sizing only: it handles the snapshot rows of the users table in these
 envelopes, with the position taken as the snapshot LSN, and none of what makes ecst correct
 beyond that (commit-ordered positions, deletes and their tombstones, unchanged-TOAST
@@ -42,7 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.environ.get("ECST_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
-from ecst.consumer.events import Record, decode  # noqa: E402
+from ecst.consumer.events import Deferral, Record, decode  # noqa: E402
+from ecst.consumer.pg_decode import row_check  # noqa: E402
 from ecst.consumer.store import StateStore  # noqa: E402
 from tests.unit.consumer.envelopes import envelope, row  # noqa: E402
 
@@ -185,13 +189,15 @@ def _user_rows(url: str) -> list[tuple]:
                             " FROM users ORDER BY id").fetchall()
 
 
-def pg_ecst(records: list[Record], url: str) -> dict[str, float]:
+def pg_ecst(records: list[Record], url: str, defer: Deferral | None = None) -> dict[str, float]:
+    """ecst's decode and PostgreSQL writer; with `defer` (`pg_decode.row_check`), as the consumer
+    runs into a PostgreSQL state: the rows the server can decode are left to it."""
     _empty(url)
     store = StateStore(url)
 
     def run() -> None:
         for i in range(0, len(records), BATCH):
-            events = [e for e in (decode(r) for r in records[i:i + BATCH]) if e is not None]
+            events = [e for e in (decode(r, defer=defer) for r in records[i:i + BATCH]) if e is not None]
             store.apply(events, {("t", 0): i + BATCH})
 
     try:
@@ -269,17 +275,23 @@ def main() -> None:
     if server is None:
         print("PostgreSQL: not measured (no --pg-url, and the local stack's PostgreSQL is not up)")
         return
-    urls, drop = _pg_databases(server, ["ecst", "db"])
+    urls, drop = _pg_databases(server, ["ecst", "deferred", "db"])
     try:
         pg_ecst(records[:BATCH], urls["ecst"])
+        pg_ecst(records[:BATCH], urls["deferred"], row_check)
         pg_database(records[:BATCH], urls["db"])
-        ecst_rows, db_rows = (_user_rows(urls[side]) for side in ("ecst", "db"))
+        ecst_rows, deferred_rows, db_rows = (_user_rows(urls[side]) for side in ("ecst", "deferred", "db"))
         assert ecst_rows == db_rows, "the database-side merge wrote other rows than ecst"
+        assert ecst_rows == deferred_rows, "ecst's decoding in the database wrote other rows than in Python"
         pg: dict[str, list[dict[str, float]]] = {"ecst": [], "database-side": []}
+        shipped: dict[str, list[dict[str, float]]] = {"ecst": [], "ecst deferred": []}
         for _ in range(args.repeats):
             pg["ecst"].append(pg_ecst(records, urls["ecst"]))
+            shipped["ecst deferred"].append(pg_ecst(records, urls["deferred"], row_check))
             pg["database-side"].append(pg_database(records, urls["db"]))
-        _report("PostgreSQL", pg)
+        shipped["ecst"] = pg["ecst"]
+        _report("PostgreSQL, the prototype", pg)
+        _report("PostgreSQL, ecst decoding in Python / in the database (decode_in_database)", shipped)
     finally:
         drop()
 

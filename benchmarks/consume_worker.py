@@ -3,6 +3,7 @@ one JSON line when done: wall and CPU seconds of the run, peak RSS of the proces
 
     python -m benchmarks.consume_worker --bootstrap HOST:PORT --topic T --state URL \
         --group G [--until caught-up|ready] [--batch-size 2000] [--kafka-client kafka-python|confluent]
+        [--decode-in-python]
 
 The clock starts when `Consumer.run` is called (after imports and opening the state store) and
 includes joining the group; `ready_at` is the wall-clock time the run ended, for the harness's
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--until", choices=["caught-up", "ready"], default="caught-up")
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--kafka-client", choices=["kafka-python", "confluent"], default="kafka-python")
+    parser.add_argument("--decode-in-python", action="store_true",
+                        help="decode_in_database: false (a PostgreSQL state then decodes nothing itself)")
     args = parser.parse_args()
 
     from ecst.consumer.config import ConsumerConfig
@@ -42,7 +45,8 @@ def main() -> None:
 
     store = StateStore(args.state)
     consumer = Consumer(store, [args.topic], bootstrap_servers=args.bootstrap, group_id=args.group,
-                        batch_size=args.batch_size, config=ConsumerConfig(kafka_client=args.kafka_client))
+                        batch_size=args.batch_size, config=ConsumerConfig(kafka_client=args.kafka_client,
+                                              decode_in_database=not args.decode_in_python))
     print("started", flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()

@@ -199,10 +199,12 @@ def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Ca
     data = Prefilled(stack, sizes.rows)
     log(f"apply: {data.records:,} records in {data.capture.topic}")
     try:
-        def ecst(url_of: Callable[[], str], client: str = "kafka-python") -> Callable[[], dict[str, Any]]:
+        def ecst(url_of: Callable[[], str], client: str = "kafka-python",
+                 extra: list[str] | None = None) -> Callable[[], dict[str, Any]]:
             def run() -> dict[str, Any]:
                 url = url_of()
-                res = ConsumerProcess(stack, data.capture.topic, url, kafka_client=client).result()
+                res = ConsumerProcess(stack, data.capture.topic, url, kafka_client=client,
+                                      extra=extra).result()
                 check_equal(stack, data.table, url)
                 return {"events_per_s": data.records / res["wall_s"],
                         "cpu_s_per_1000": 1000 * res["cpu_s"] / data.records,
@@ -211,7 +213,9 @@ def scenario_apply(stack: LocalStack, sizes: Sizes, dbs: StateDatabases, log: Ca
 
         folder = tempfile.TemporaryDirectory()
         sqlite_url = lambda: f"sqlite:///{folder.name}/{uid()}.db"  # noqa: E731
-        sides = {report.SQLITE: ecst(sqlite_url), report.PG: ecst(lambda: dbs.url(dbs.new()))}
+        sides = {report.SQLITE: ecst(sqlite_url), report.PG: ecst(lambda: dbs.url(dbs.new())),
+                 # before issue 12's decoding in the database: every row decoded in Python
+                 report.PG_PYTHON: ecst(lambda: dbs.url(dbs.new()), extra=["--decode-in-python"])}
         if confluent:  # the optional client (kafka.client: confluent), beside the default
             sides[report.CONFLUENT_SQLITE] = ecst(sqlite_url, "confluent")
             sides[report.CONFLUENT_PG] = ecst(lambda: dbs.url(dbs.new()), "confluent")

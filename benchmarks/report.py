@@ -13,6 +13,7 @@ CHARTS = "bench-charts"  # beside benchmarks.md
 BOUNDS = "benchmark-notes.md#what-bounds-each-goal"
 # The apply scenario's sides (harness.scenario_apply)
 SQLITE, PG, SINK = "ecst, SQLite", "ecst, PostgreSQL", "JDBC sink, PostgreSQL"
+PG_PYTHON = "ecst, PostgreSQL, decoded in Python"  # decode_in_database: false
 CONFLUENT_SQLITE, CONFLUENT_PG = "ecst, SQLite, confluent-kafka", "ecst, PostgreSQL, confluent-kafka"
 # The latency scenario's side with the optional client (ecst consume --kafka-client confluent)
 LATENCY_CONFLUENT = "ecst, confluent-kafka"
@@ -162,7 +163,9 @@ def markdown(run: dict[str, Any]) -> str:
         for what, x, y in (("ecst into PostgreSQL / JDBC sink", PG, SINK),
                            ("ecst with confluent-kafka into PostgreSQL / JDBC sink", CONFLUENT_PG, SINK),
                            ("ecst into SQLite, confluent-kafka / kafka-python", CONFLUENT_SQLITE, SQLITE),
-                           ("ecst into PostgreSQL, confluent-kafka / kafka-python", CONFLUENT_PG, PG)):
+                           ("ecst into PostgreSQL, confluent-kafka / kafka-python", CONFLUENT_PG, PG),
+                           ("ecst into PostgreSQL, decoded in the database / in Python", PG, PG_PYTHON),
+                           ("ecst decoding in Python into PostgreSQL / JDBC sink", PG_PYTHON, SINK)):
             r = round_ratios(a["runs"], "events_per_s", x, y)
             if r is not None:
                 lines += [f"- median of the rounds' ratios, {what}: **{r:.2f}**"]

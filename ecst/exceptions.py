@@ -16,6 +16,8 @@
     │   ├── ConnectorFailedError    a connector or task went FAILED (carries the trace)
     │   └── ValidationError         Connect's validate endpoint rejected a config (per key)
     ├── EventError              a change event cannot be decoded or applied
+    │   └── DeferredDecodeError     a row left to the database to decode cannot be decoded in
+    │                               Python either (names its record; dead-lettered as at decode)
     ├── StateStoreError         the state database cannot be used as a state store
     │   ├── StateStoreUnavailableError  it cannot be reached right now (an outage: waited out)
     │   └── StaleStateError     a rebuild was swapped in since this store last looked (the
@@ -95,6 +97,15 @@ class ValidationError(ConnectError):
 
 class EventError(EcstError):
     """A change event cannot be decoded or applied to the state store."""
+
+
+class DeferredDecodeError(EventError):
+    """A row whose decoding was left for the database (`events.decode(..., defer=...)`) cannot be
+    decoded in Python after all: `where` names its record, `reason` is what decoding it said."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
 
 
 class StateStoreError(EcstError):

@@ -22,6 +22,7 @@
     dead_letter_topic: ecst.dlq.users-service
     readiness: snapshot             # snapshot | caught-up | always
     overlap: auto                   # poll the next batch while one is applied: auto = PostgreSQL only
+    decode_in_database: true        # a PostgreSQL state decodes the columns it can itself
     http: {host: 127.0.0.1, port: 8080}
 
 `${VAR}` / `${VAR:-default}` are read from the environment. Every key is checked when the file
@@ -102,6 +103,9 @@ class ConsumerConfig:
     # Poll and decode the next batch while this one is applied (docs/consumer.md, "Overlapped
     # stages"); False: one stage after the other; None (`auto`): overlap for a PostgreSQL state only.
     overlap: bool | None = None
+    # A PostgreSQL state decodes the columns of the rows it can itself (docs/consumer.md,
+    # "Decoding in the database"); False: every row is decoded in Python. Other states: no effect.
+    decode_in_database: bool = True
 
     def mapping(self, topic: str) -> TopicMapping:
         for m in self.topics:
@@ -189,7 +193,8 @@ def _is_int(value: Any) -> bool:
 
 
 _TOP = {"kafka", "state", "topics", "dead_letter_topic", "fail_fast", "batch_size",
-        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http", "overlap"}
+        "unavailable_value_placeholder", "tombstone_retention_hours", "readiness", "http", "overlap",
+        "decode_in_database"}
 
 
 def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -262,6 +267,7 @@ def parse_consumer_config(doc: Any, where: str, environ: Mapping[str, str] | Non
     for key, kind, what, name in (
         ("dead_letter_topic", (str, type(None)), "a topic name or null", "dead_letter_topic"),
         ("fail_fast", bool, "true or false", "fail_fast"),
+        ("decode_in_database", bool, "true or false", "decode_in_database"),
         ("unavailable_value_placeholder", str, "a string", "placeholder"),
         ("readiness", str, f"one of {', '.join(READINESS)}", "readiness"),
     ):

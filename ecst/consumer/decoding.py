@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from ecst import kafka
 from ecst.consumer.config import ConsumerConfig, TopicMapping
-from ecst.consumer.events import ChangeEvent, Record, decode, is_tombstone, tombstone_delete
+from ecst.consumer.events import ChangeEvent, Deferral, Record, decode, is_tombstone, tombstone_delete
 from ecst.consumer.mapping import check_mapping, map_event
 from ecst.exceptions import EventError
 
@@ -35,10 +35,14 @@ class Decoder:
     table, since a Kafka tombstone (null value) names none and a routed topic's name may differ."""
 
     def __init__(self, config: ConsumerConfig,
-                 accept: Callable[[ChangeEvent], bool] | None = None) -> None:
+                 accept: Callable[[ChangeEvent], bool] | None = None,
+                 defer: Deferral | None = None) -> None:
         self.placeholder = config.placeholder
         self.mappings = {m.topic: m for m in config.topics}
         self.accept = accept  # events it rejects are ignored like heartbeats (a filtered backfill)
+        # rows left to the database to decode (StateStore.deferral): only where nothing reads
+        # their values before the writer, i.e. a topic mirrored as it is, with no `accept`
+        self.defer = defer if accept is None else None
         self.source_tables: dict[str, str] = {}  # topic -> source table of its latest change event
 
     def __call__(self, message: Any) -> Decoded:
@@ -49,7 +53,7 @@ class Decoder:
             _timestamp(getattr(message, "timestamp", None)))
         mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
         try:
-            event = decode(record, self.placeholder)
+            event = decode(record, self.placeholder, self.defer if mapping.mirrors else None)
             if event is not None:
                 self.source_tables[record.topic] = event.table
             elif mapping.tombstones == "delete" and is_tombstone(record):

@@ -7,20 +7,31 @@
   (`delete.tombstone.handling.mode` `rewrite` or `rewrite-with-tombstone`).
 It returns None for records that carry no row change (Kafka tombstones, heartbeats,
 transaction metadata), and raises `EventError` for records it cannot read.
+
+With `defer` (a PostgreSQL state: `pg_decode.row_check`), an envelope's `after` row whose every
+value the database can decode itself is left as its JSON values, the event marked `deferred`; its
+`before` is not decoded (only a mapping reads it, and mapped topics are never deferred).
+`materialized(event)` decodes such a row in Python, for any writer that does not take it as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ecst.consumer import jsontext
 from ecst.consumer.positions import source_order
 from ecst.consumer.types import DEFAULT_PLACEHOLDER, UNCHANGED, Converter, Field, converter, passes_through
-from ecst.exceptions import EventError
+from ecst.exceptions import DeferredDecodeError, EventError
 
 OPS = frozenset("crudt")
+RowCheck = Callable[[dict[str, Any]], bool]
+Deferral = Callable[[Sequence[Field], str], RowCheck | None]
+"""Given a struct's fields and the placeholder, how to tell the rows left to the database (see
+`pg_decode.row_check`), or None: none of them."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class ChangeEvent:
     known from a Kafka tombstone alone (see `tombstone_delete`), ordered by offset. `opening`
     marks a change of the transaction that opens a stream (no previous commit known) and `anchor`
     a snapshot row read at a stream position: `positions.commit_order` uses both.
+    `deferred`: the row's decoding was left to the database (`decode`'s `defer`): `after` holds
+    the JSON values as they came, and `materialized` decodes them.
     """
 
     op: str
@@ -61,6 +74,20 @@ class ChangeEvent:
     key_fields: tuple[Field, ...] = field(default=(), compare=False)
     opening: bool = False
     anchor: bool = False
+    deferred: _Struct | None = field(default=None, compare=False, repr=False)
+
+
+def materialized(event: ChangeEvent) -> ChangeEvent:
+    """`event` with its row decoded in Python if its decoding was deferred (else `event` itself);
+    a value Python cannot decode raises DeferredDecodeError naming the record."""
+    struct = event.deferred
+    if struct is None:
+        return event
+    try:
+        after = struct.row(event.after)
+    except EventError as exc:
+        raise DeferredDecodeError(f"{event.topic}[{event.partition}]@{event.offset}", str(exc)) from exc
+    return dataclasses.replace(event, after=after, deferred=None)
 
 
 def _loads(raw: bytes, what: str) -> Any:
@@ -74,11 +101,12 @@ class _Struct:
     """The fields of one struct schema and the converters of its columns, chosen once: a column
     whose values pass through as they are (text, numbers, booleans) needs none."""
 
-    __slots__ = ("fields", "_placeholder", "_converters")
+    __slots__ = ("fields", "_placeholder", "_converters", "_checks")
 
     def __init__(self, fields: tuple[Field, ...], placeholder: str) -> None:
         self.fields = fields
         self._placeholder = placeholder
+        self._checks: dict[Deferral, RowCheck | None] = {}
         by_name = {f.name: f for f in fields}  # a name twice: the last field of that name
         self._converters: dict[str, Converter] = {
             name: converter(f, placeholder) for name, f in by_name.items() if not passes_through(f)}
@@ -102,6 +130,14 @@ class _Struct:
         except EventError as exc:
             raise EventError(f"column {name!r}: {exc}") from exc
         return out
+
+    def check(self, defer: Deferral) -> RowCheck | None:
+        """`defer(self.fields, placeholder)`, computed once."""
+        try:
+            return self._checks[defer]
+        except KeyError:
+            found = self._checks[defer] = defer(self.fields, self._placeholder)
+            return found
 
 
 class _Schema(dict[str, Any]):
@@ -246,8 +282,10 @@ def is_tombstone(record: Record) -> bool:
         return False
 
 
-def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEvent | None:
-    """Decode one Debezium change record; None for a record with no row change."""
+def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER,
+           defer: Deferral | None = None) -> ChangeEvent | None:
+    """Decode one Debezium change record; None for a record with no row change. With `defer`,
+    a row the database can decode is left to it (module docstring)."""
     if record.value is None:
         return None
     value_schema, payload = _document(record.value, "record value")
@@ -272,8 +310,18 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
     if not struct.fields:
         struct = _struct(value_schema, "before", placeholder)
     fields = struct.fields
-    after = struct.row(payload.get("after")) if op in "cru" else None
-    before = struct.row(payload.get("before"))
+    deferred: _Struct | None = None
+    if op in "cru":
+        after = payload.get("after")
+        if defer is not None and after.__class__ is dict:
+            check = struct.check(defer)
+            if check is not None and check(after):
+                deferred = struct
+        if deferred is None:
+            after = struct.row(after)
+    else:
+        after = None
+    before = None if deferred is not None else struct.row(payload.get("before"))
     if op != "t":
         if not key:
             raise EventError(
@@ -301,6 +349,7 @@ def decode(record: Record, placeholder: str = DEFAULT_PLACEHOLDER) -> ChangeEven
         key_fields=key_fields,
         opening=opening,
         anchor=anchor,
+        deferred=deferred,
     )
 
 

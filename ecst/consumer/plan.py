@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecst.consumer.events import ChangeEvent
+from ecst.consumer.events import ChangeEvent, materialized
 from ecst.consumer.types import UNCHANGED
 
 _KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
@@ -76,10 +76,14 @@ class TableChanges:
 
 def _carry_unchanged(older: ChangeEvent, newer: ChangeEvent) -> ChangeEvent:
     """Collapsing drops `older`; where `newer` says a column is unchanged (TOAST placeholder),
-    the value `older` carried is that column's value."""
-    if newer.after is None or older.after is None:
-        return newer
+    the value `older` carried is that column's value (decoded, if `older`'s decoding was deferred)."""
+    if newer.after is None or older.after is None or newer.deferred is not None:
+        return newer  # a deferred row has no placeholder (pg_decode.row_check): nothing to carry
     missing = {c for c, v in newer.after.items() if v is UNCHANGED}
+    if not missing:
+        return newer
+    older = materialized(older)  # its values, decoded: `newer`'s are
+    assert older.after is not None
     fill = {c: older.after[c] for c in missing if c in older.after and older.after[c] is not UNCHANGED}
     if not fill:
         return newer

@@ -57,7 +57,13 @@ from ecst.consumer.snapshots import (
 )
 from ecst.consumer.store import StaleStateError, StateStore
 from ecst.consumer.writes import ApplyStats
-from ecst.exceptions import ConfigError, EventError, StateStoreError, StateStoreUnavailableError
+from ecst.exceptions import (
+    ConfigError,
+    DeferredDecodeError,
+    EventError,
+    StateStoreError,
+    StateStoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 INFLIGHT_POLL_MS = 50  # the longest a poll waits for records while a batch is being applied
@@ -193,7 +199,8 @@ class Consumer:
         self.health = health or StoreHealth(self.metrics)  # is the state store answering?
         self.policy = policy or RebuildPolicy()
         self.mappings_checked = mappings_checked  # `check_mappings` ran already (before the store)
-        self.decoder = Decoder(self.config, self.policy.accept)
+        self.decoder = Decoder(self.config, self.policy.accept,
+                               store.deferral if self.config.decode_in_database else None)
         self.dead_letters = DeadLetters(self.kafka, self.config.dead_letter_topic, self.metrics, client_id)
         self.stats = RunStats()
         self.last_loop = time.monotonic()
@@ -497,6 +504,11 @@ class Consumer:
             return self._apply_items(batch, batch.offsets, good)
         except StateStoreError:
             raise  # the database itself is unavailable or unusable: nothing to dead-letter
+        except DeferredDecodeError as exc:  # a row left to the database, decoded in Python after all
+            if self._stop_on_error():
+                raise EventError(f"{exc}; the state is unchanged from the last good batch") from exc
+            log.warning("batch rejected: %s: applying record by record", exc)
+            return self._apply_one_by_one(batch)
         except (SQLAlchemyError, OverflowError) as exc:  # SQLite's driver: an integer beyond 64 bits
             if self._stop_on_error():
                 raise EventError(f"batch rejected by the state store: {exc}; the state is "
@@ -525,6 +537,10 @@ class Consumer:
                 continue
             try:
                 total.merge(self._apply_items(batch, offsets, [d]))
+            except DeferredDecodeError as exc:  # what decoding it would have said, at decode
+                d.error = exc.reason
+                self.dead_letters.send([(d.record, d.error)], stage="decode")
+                self.store.apply([], offsets)
             except (SQLAlchemyError, OverflowError) as exc:
                 d.error = f"rejected by the state store: {getattr(exc, 'orig', None) or exc}"
                 self.dead_letters.send([(d.record, d.error)], stage="apply")

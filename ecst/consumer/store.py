@@ -22,8 +22,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ecst.consumer import shadow as shadow_copy
-from ecst.consumer.events import ChangeEvent
+from ecst.consumer.events import ChangeEvent, Deferral
 from ecst.consumer.outage import reason, store_error, transient, unavailable
+from ecst.consumer.pg_decode import row_check
 from ecst.consumer.plan import plan_batch
 from ecst.consumer.positions import commit_order
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
@@ -160,6 +161,12 @@ class StateStore:
             if transient(exc):
                 raise unavailable(exc, self.safe_url) from exc
             raise StateStoreError(f"cannot open state store {self.safe_url}: {reason(exc)}") from exc
+
+    @property
+    def deferral(self) -> Deferral | None:
+        """How a decoder may leave rows' decoding to this store's database (`events.decode`'s
+        `defer`): PostgreSQL's bulk writer decodes the columns `pg_decode` covers; None: none."""
+        return row_check if getattr(self.writer, "takes_deferred", False) else None
 
     @property
     def columns(self) -> Table:

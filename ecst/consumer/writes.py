@@ -24,7 +24,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import StatementError
 
-from ecst.consumer.events import ChangeEvent
+from ecst.consumer.events import ChangeEvent, materialized
 from ecst.consumer.plan import Step, TableChanges, group_by_unchanged
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping, dialect_insert
 from ecst.consumer.snapshots import SNAPSHOT_COMPLETE, SNAPSHOT_PENDING, SnapshotState
@@ -96,12 +96,15 @@ class BatchWriter:
         self.conn.execute(stmt, {"topic": topic, "state": snap.state, POSITION: snap.position,
                                  "updated_at": self.now, "targets": snapshot_targets(snap)})
 
+    takes_deferred = False  # whether `_table` writes rows whose decoding was deferred as they are
+
     def write(self, step: Step) -> None:
-        """A truncate, or the collapsed changes of each table."""
+        """A truncate, or the collapsed changes of each table (rows whose decoding was deferred
+        decoded first, unless this writer takes them as they are)."""
         if step.truncate is not None:
             self._truncate(step.truncate)
         for changes in step.tables.values():
-            self._table(changes)
+            self._table(changes if self.takes_deferred else materialized_changes(changes))
 
     def _table(self, changes: TableChanges) -> None:
         upserts, deletes = changes.keyed_upserts(), changes.keyed_deletes()
@@ -194,6 +197,14 @@ class BatchWriter:
         t = sql_table(self.tables.physical(event.table), sql_column(POSITION))
         self.conn.execute(delete(t).where(t.c[POSITION] <= event.position))
         self.stats.by_table_op[("t", event.table)] += 1
+
+
+def materialized_changes(changes: TableChanges) -> TableChanges:
+    """`changes` with every row whose decoding was deferred decoded in Python (`changes` itself
+    when there is none)."""
+    if all(e.deferred is None for e in changes.latest.values()):
+        return changes
+    return TableChanges(changes.table, {k: materialized(e) for k, e in changes.latest.items()})
 
 
 def snapshot_guard(table: str, dialect: Dialect) -> str:

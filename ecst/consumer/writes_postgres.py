@@ -16,6 +16,14 @@ batch's transaction in one of two ways:
   its cast: the two agree for the Python type each column is written with, so a batch holding
   a value of another type (or a zoned time for a column without a zone) goes the first way.
 
+- rows whose decoding was deferred to the database (`events.decode`'s `defer`, `pg_decode`), at
+  least `COPY_MIN` of one table and struct: `COPY` of each row's JSON values as one `jsonb`
+  document (with its position and key text) into a temporary table, the rows a newer delete
+  tombstone stops removed, then one guarded `INSERT ... SELECT ... ON CONFLICT ... DO UPDATE ...
+  WHERE` whose SELECT decodes the columns (`pg_decode.column_sql`). Fewer rows, a table whose
+  columns are not what the struct's fields make, or a value JSON cannot carry, and they are
+  decoded in Python and go one of the two ways above.
+
 The semantics are BatchWriter's: the position guard, upserts dropped by a newer tombstone (and
 counted as stale, as are the rows the guard rejects), deletes recorded as tombstones,
 unchanged-TOAST columns left out of the SET list, truncates, the offsets and snapshot progress
@@ -35,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from psycopg import Binary
 from psycopg.types.json import Json
 from sqlalchemy import Table, and_, bindparam, delete, func, text
@@ -44,18 +53,20 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
-from ecst.consumer.events import ChangeEvent
+from ecst.consumer.events import ChangeEvent, materialized
+from ecst.consumer.pg_decode import column_sql
 from ecst.consumer.plan import TableChanges
 from ecst.consumer.schema import FLOOR, POSITION, Bookkeeping
 from ecst.consumer.snapshots import SnapshotState
 from ecst.consumer.tables import StateTables
-from ecst.consumer.types import UNCHANGED, ExactDecimal, UtcDateTime
+from ecst.consumer.types import UNCHANGED, ExactDecimal, Field, UtcDateTime, sql_type
 from ecst.consumer.writes import BatchWriter, Offsets, convert_columns, snapshot_guard, snapshot_targets
 
 Bind = Callable[[Any], Any]
 _NOTHING_UNCHANGED: frozenset[str] = frozenset()
 _STAGE_KEY = "_ecst_stage_key"  # a staged row's key text (its tombstone's key)
 _STAGE_GROUP = "_ecst_stage_group"  # a staged row's set of unchanged columns, numbered
+_DECODE_STAGE = "ecst_decode_stage"  # one per connection: (doc jsonb, position, key text)
 COPY_MIN = 64  # upserts of one table from which COPY beats executemany (docs/benchmarks.md)
 
 
@@ -228,6 +239,63 @@ class _TableStatements:
         return found
 
 
+class _DecodingMerge:
+    """The statements that write one state table's rows from their JSON values (rows of one
+    struct, whose decoding was deferred): a staging table of documents, the removal of the rows
+    a newer tombstone stops, and the merge that decodes the columns. `covered` is False when the
+    table's columns are not what the struct's fields make (a column the source has since
+    changed, a key column the rows lack): its rows are then decoded in Python."""
+
+    def __init__(self, table: Table, fields: Sequence[Field], dialect: Dialect, deleted: str) -> None:
+        self.table = table
+        self.struct: Any = None  # the struct it was made for (PostgresWriters.decoding)
+        q = dialect.identifier_preparer.quote
+        by_name = {f.name: f for f in fields}
+        key_cols = [c.name for c in table.primary_key.columns]
+        self.covered = True
+        exprs: list[str] = []
+        self.params: list[str] = []  # the column names the SELECT's %s read, in order
+        names: list[str] = []
+        for column in table.columns:
+            if column.name == POSITION:
+                continue
+            names.append(column.name)
+            f = by_name.get(column.name)
+            sql = None if f is None else column_sql(f)
+            if f is None and column.name not in key_cols:
+                exprs.append("NULL")  # a column the source no longer sends: NULL, as in Python
+                continue
+            if sql is None or f is None or _ddl(sql_type(f), dialect) != _ddl(column.type, dialect):
+                self.covered = False
+                return
+            exprs.append(sql.replace("{value}", "(s.doc ->> %s)"))
+            self.params += [column.name] * sql.count("{value}")
+        self.stage = q(_DECODE_STAGE)
+        pos, key = q(POSITION), q(_STAGE_KEY)
+        self.make_stage = (f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
+                           f"(doc jsonb, {pos} bigint, {key} text) ON COMMIT DELETE ROWS")
+        self.copy = f"COPY {self.stage} (doc, {pos}, {key}) FROM STDIN"
+        self.stopped = (f"DELETE FROM {self.stage} AS s USING {deleted} AS d WHERE d.table_name = %s "
+                        f"AND d.{q('key')} = s.{key} AND d.{pos} > s.{pos} RETURNING s.{key}")
+        qname = q(table.name)
+        updated = [c for c in names if c not in key_cols] + [POSITION]
+        self.merge = (
+            f"INSERT INTO {qname} ({', '.join(q(c) for c in [*names, POSITION])}) "
+            f"SELECT {', '.join(exprs)}, s.{pos} FROM {self.stage} AS s "
+            f"ON CONFLICT ({', '.join(q(c) for c in key_cols)}) DO UPDATE SET "
+            + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in updated)
+            + f" WHERE {qname}.{pos} <= excluded.{pos}")
+
+
+def _ddl(type_: sqltypes.TypeEngine[Any], dialect: Dialect) -> str:
+    return str(type_.compile(dialect=dialect))
+
+
+def _copy_text(raw: bytes) -> bytes:
+    """`raw` (JSON, or a key text: no tab, newline or carriage return) as one COPY text field."""
+    return raw.replace(b"\\", b"\\\\")
+
+
 def dialect_insert_for(table: Table) -> Any:
     """A PostgreSQL INSERT into `table` that takes ON CONFLICT clauses."""
     return postgresql.insert(table)
@@ -314,11 +382,13 @@ class PostgresWriters:
     table from which they are copied and merged rather than sent by executemany."""
 
     MAX_TABLES = 256  # prepared tables kept; a table extended or reloaded is a new Table object
+    takes_deferred = True  # its writers take rows whose decoding was deferred (StateStore.deferral)
 
     def __init__(self, copy_min: int = COPY_MIN) -> None:
         self.copy_min = copy_min
         self._tables: dict[int, _TableStatements] = {}
         self._books: dict[int, _BookStatements] = {}
+        self._decoding: dict[tuple[int, int], _DecodingMerge] = {}
         self._positional: Dialect | None = None
 
     def __call__(self, conn: Connection, tables: StateTables, book: Bookkeeping,
@@ -336,6 +406,17 @@ class PostgresWriters:
             if len(self._tables) >= self.MAX_TABLES:
                 self._tables.clear()
             found = self._tables[id(table)] = _TableStatements(table, dialect, self.positional(dialect))
+        return found
+
+    def decoding(self, table: Table, struct: Any, dialect: Dialect, deleted: str) -> _DecodingMerge:
+        """The decoding merge of `table` for rows of `struct` (an `events` struct), made once."""
+        key = (id(table), id(struct))
+        found = self._decoding.get(key)
+        if found is None or found.table is not table or found.struct is not struct:
+            if len(self._decoding) >= self.MAX_TABLES:
+                self._decoding.clear()
+            found = self._decoding[key] = _DecodingMerge(table, struct.fields, dialect, deleted)
+            found.struct = struct
         return found
 
     def book(self, book: Bookkeeping, dialect: Dialect) -> _BookStatements:
@@ -378,7 +459,10 @@ class PostgresBatchWriter(BatchWriter):
             return {}  # no tombstone for this table at all (a snapshot load, say)
         return {k: p for k, p in self.conn.exec_driver_sql(self.sql.lookup, (table, keys))}
 
+    takes_deferred = True
+
     def _table(self, changes: TableChanges) -> None:
+        changes = self._merge_deferred(changes)
         upserts = changes.keyed_upserts()
         if len(upserts) < self.prepared.copy_min:
             super()._table(changes)  # the lookup of tombstones, then _upsert by executemany
@@ -443,6 +527,60 @@ class PostgresBatchWriter(BatchWriter):
                     sql = st.merge(unchanged)
                     cur.execute(sql, (number,))
                     self._count(table.name, group, cur.rowcount, stopped.get(number, set()))
+            except dbapi_error as exc:
+                raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
+        return True
+
+    def _merge_deferred(self, changes: TableChanges) -> TableChanges:
+        """Write the upserts whose decoding was deferred by the decoding merge when it can take
+        them (module docstring), and return what is left to write, decoded in Python."""
+        deferred = [(k, e) for k, e in changes.latest.items() if e.deferred is not None]
+        if not deferred:
+            return changes
+        struct = deferred[0][1].deferred
+        if len(deferred) >= self.prepared.copy_min and all(e.deferred is struct for _, e in deferred):
+            table = self.tables.for_changes(self.conn, changes)
+            merge = self.prepared.decoding(table, struct, self.conn.dialect, self.sql.deleted)
+            if merge.covered and self._decode_in_database(merge, changes.table, deferred):
+                written = {k for k, _ in deferred}
+                rest = {k: e for k, e in changes.latest.items() if k not in written}
+                return TableChanges(changes.table, rest)
+        return TableChanges(changes.table, {k: materialized(e) for k, e in changes.latest.items()})
+
+    def _decode_in_database(self, merge: _DecodingMerge, name: str,
+                            upserts: list[tuple[str, ChangeEvent]]) -> bool:
+        """COPY the rows' JSON values, drop those a newer tombstone stops, merge the rest; False
+        (nothing done) when a row's values are not JSON that orjson writes (an integer beyond 64
+        bits, text that is not UTF-8)."""
+        lines: list[bytes] = []
+        group = _Group()
+        try:
+            for k, e in upserts:
+                if e.position is None:
+                    return False
+                lines.append(b"%s\t%d\t%s\n" % (_copy_text(orjson.dumps(e.after)), e.position,
+                                                  _copy_text(k.encode())))
+                group.keys.append(k)
+                group.ops.append(e.op)
+        except (orjson.JSONEncodeError, TypeError, UnicodeEncodeError):
+            return False
+        raw: Any = self.conn.connection.driver_connection  # the psycopg connection
+        dbapi_error = self.conn.dialect.loaded_dbapi.Error
+        sql = merge.make_stage
+        with raw.cursor() as cur:
+            try:
+                if merge.stage in self._staged:
+                    sql = f"TRUNCATE {merge.stage}"  # a second step for this table in this transaction
+                cur.execute(sql)
+                self._staged.add(merge.stage)
+                sql = merge.copy
+                with cur.copy(sql) as copy:
+                    copy.write(b"".join(lines))
+                sql = merge.stopped
+                stopped = {key for (key,) in cur.execute(sql, (name,))}
+                sql = merge.merge
+                cur.execute(sql, merge.params)
+                self._count(merge.table.name, group, cur.rowcount, stopped)
             except dbapi_error as exc:
                 raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
         return True

@@ -109,6 +109,14 @@ def test_overlap_is_true_false_or_auto_and_auto_overlaps_a_postgresql_state_only
                         config=ConsumerConfig(overlap=True)).overlap
 
 
+def test_decode_in_database_is_true_or_false_and_true_by_default():
+    assert parse_consumer_config({}, "svc.yaml", environ={}).decode_in_database is True
+    off = parse_consumer_config({"decode_in_database": False}, "svc.yaml", environ={})
+    assert off.decode_in_database is False
+    with pytest.raises(ConfigError, match=r"^svc.yaml: decode_in_database: expected true or false"):
+        parse_consumer_config({"decode_in_database": "auto"}, "svc.yaml", environ={})
+
+
 @pytest.mark.parametrize("host, bound", [("0.0.0.0", "0.0.0.0"), ("::", "::"), ("[::1]", "::1"),
                                          ("consumer-0.svc", "consumer-0.svc")])
 def test_http_host_accepts_names_and_addresses(host, bound):

@@ -7,6 +7,7 @@ from kafka import TopicPartition
 from ecst.consumer import runner
 from ecst.consumer.config import ConsumerConfig
 from ecst.consumer.decoding import Decoder
+from ecst.consumer.pg_decode import row_check
 from ecst.consumer.runner import Consumer, RebuildPolicy
 from ecst.exceptions import EventError
 from tests.unit.consumer.envelopes import TOPIC, envelope, row
@@ -190,3 +191,29 @@ def test_a_records_kafka_timestamp_is_kept_when_it_has_one():
     stamped.timestamp = -1  # kafka-python's "none"
     assert decode(stamped).record.timestamp is None
     assert decode(Message(TOPIC, 0, 0, None, None)).record.timestamp is None
+
+
+def test_the_loop_dead_letters_a_deferred_row_python_cannot_decode_at_the_decode_stage(store, kafka):
+    records = [envelope("r", n, 100, after=row(n), snapshot="true") for n in range(1, 6)]
+    records.insert(2, envelope("r", 9, 100, after=row(9) | {"balance": "AAAAA"}, snapshot="true"))
+    kafka(records)
+    c = consumer(store, config=ConsumerConfig(dead_letter_topic="ecst.dlq"))
+    c.decoder.defer = row_check  # as for a PostgreSQL state; SQLite's writer decodes them in Python
+    stats = c.run(until_caught_up=True)
+    assert stats.dead_lettered == 1 and store.stored_offsets() == {(TOPIC, 0): 6}
+    [(_topic, _key, _value, headers)] = kafka.producer.sent
+    assert headers["ecst.stage"] == b"decode" and headers["ecst.source.offset"] == b"2"
+    assert headers["ecst.error"].startswith(b"column 'balance'")  # as decode says it, no location
+    assert sorted(r["id"] for r in store.rows("users")) == [1, 2, 3, 4, 5]
+
+
+def test_with_fail_fast_a_deferred_row_python_cannot_decode_stops_the_loop(store, kafka):
+    records = [envelope("r", n, 100, after=row(n), snapshot="true") for n in range(1, 4)]
+    records.insert(1, envelope("r", 9, 100, after=row(9) | {"balance": "AAAAA"}, snapshot="true"))
+    kafka(records)
+    c = consumer(store, config=ConsumerConfig(dead_letter_topic="ecst.dlq", fail_fast=True))
+    c.decoder.defer = row_check
+    unchanged = "the state is unchanged from the last good batch"
+    with pytest.raises(EventError, match=rf"^{TOPIC}\[0\]@1: column 'balance'.*{unchanged}"):
+        c.run(until_caught_up=True)
+    assert store.stored_offsets() == {} and kafka.producer.sent == []
