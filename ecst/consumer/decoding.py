@@ -51,7 +51,9 @@ class Decoder:
         record = message if isinstance(message, Record) else Record(
             message.topic, message.partition, message.offset, message.key, message.value,
             _timestamp(getattr(message, "timestamp", None)))
-        mapping = self.mappings.get(record.topic, TopicMapping(record.topic))
+        mapping = self.mappings.get(record.topic)
+        if mapping is None:  # a topic the config does not name (a subscription pattern): mirrored
+            mapping = self.mappings[record.topic] = TopicMapping(record.topic)
         try:
             event = decode(record, self.placeholder, self.defer if mapping.mirrors else None)
             if event is not None:
