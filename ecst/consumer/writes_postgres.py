@@ -35,12 +35,13 @@ single record always takes the reference's statements.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import hashlib
 import operator
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -296,6 +297,25 @@ def _copy_text(raw: bytes) -> bytes:
     return raw.replace(b"\\", b"\\\\")
 
 
+class _Cursor:
+    """A psycopg cursor that remembers the statement it last ran, for the error that names it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor, self.sql = cursor, ""
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        self.sql = sql
+        return self.cursor.execute(sql, params)
+
+    def copy(self, sql: str) -> Any:
+        self.sql = sql
+        return self.cursor.copy(sql)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
+
+
 def dialect_insert_for(table: Table) -> Any:
     """A PostgreSQL INSERT into `table` that takes ON CONFLICT clauses."""
     return postgresql.insert(table)
@@ -492,6 +512,22 @@ class PostgresBatchWriter(BatchWriter):
         if written is not None and 0 <= written < len(ops):
             self.stats.stale += len(ops) - written
 
+    @contextlib.contextmanager
+    def _staging(self, stage: str, make: str) -> Iterator[_Cursor]:
+        """A cursor on the batch's connection with the temporary table `stage` made (`make`), or
+        emptied for a second step of this transaction; a psycopg error inside is raised as
+        SQLAlchemy's DBAPIError naming the statement that failed."""
+        raw: Any = self.conn.connection.driver_connection  # the psycopg connection
+        dbapi_error = self.conn.dialect.loaded_dbapi.Error
+        with raw.cursor() as psycopg_cursor:
+            cur = _Cursor(psycopg_cursor)
+            try:
+                cur.execute(f"TRUNCATE {stage}" if stage in self._staged else make)
+                self._staged.add(stage)
+                yield cur
+            except dbapi_error as exc:
+                raise DBAPIError.instance(cur.sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
+
     def _copy_upserts(self, table: Table, name: str, upserts: list[tuple[str, ChangeEvent]]) -> bool:
         """Upsert by COPY and merge; False (nothing done) when a value is not one COPY reads as
         the reference's statement does. The upserts a newer delete tombstone stops are deleted
@@ -506,29 +542,16 @@ class PostgresBatchWriter(BatchWriter):
             if not _copyable(converted, st.kinds):
                 return False
             staged.extend(converted)
-        raw: Any = self.conn.connection.driver_connection  # the psycopg connection
-        dbapi_error = self.conn.dialect.loaded_dbapi.Error
-        sql = st.make_stage
-        with raw.cursor() as cur:
-            try:
-                if st.stage in self._staged:
-                    sql = f"TRUNCATE {st.stage}"  # a second step for this table in this transaction
-                cur.execute(sql)
-                self._staged.add(st.stage)
-                sql = st.copy
-                with cur.copy(sql) as copy:
-                    for r in staged:
-                        copy.write_row(r)
-                sql = st.stopped(self.sql.deleted)
-                stopped: dict[int, set[str]] = {}
-                for number, key in cur.execute(sql, (name,)):
-                    stopped.setdefault(number, set()).add(key)
-                for number, (unchanged, group) in enumerate(groups.items()):
-                    sql = st.merge(unchanged)
-                    cur.execute(sql, (number,))
-                    self._count(table.name, group, cur.rowcount, stopped.get(number, set()))
-            except dbapi_error as exc:
-                raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
+        with self._staging(st.stage, st.make_stage) as cur:
+            with cur.copy(st.copy) as copy:
+                for r in staged:
+                    copy.write_row(r)
+            stopped: dict[int, set[str]] = {}
+            for number, key in cur.execute(st.stopped(self.sql.deleted), (name,)):
+                stopped.setdefault(number, set()).add(key)
+            for number, (unchanged, group) in enumerate(groups.items()):
+                cur.execute(st.merge(unchanged), (number,))
+                self._count(table.name, group, cur.rowcount, stopped.get(number, set()))
         return True
 
     def _merge_deferred(self, changes: TableChanges) -> TableChanges:
@@ -564,25 +587,12 @@ class PostgresBatchWriter(BatchWriter):
                 group.ops.append(e.op)
         except (orjson.JSONEncodeError, TypeError, UnicodeEncodeError):
             return False
-        raw: Any = self.conn.connection.driver_connection  # the psycopg connection
-        dbapi_error = self.conn.dialect.loaded_dbapi.Error
-        sql = merge.make_stage
-        with raw.cursor() as cur:
-            try:
-                if merge.stage in self._staged:
-                    sql = f"TRUNCATE {merge.stage}"  # a second step for this table in this transaction
-                cur.execute(sql)
-                self._staged.add(merge.stage)
-                sql = merge.copy
-                with cur.copy(sql) as copy:
-                    copy.write(b"".join(lines))
-                sql = merge.stopped
-                stopped = {key for (key,) in cur.execute(sql, (name,))}
-                sql = merge.merge
-                cur.execute(sql, merge.params)
-                self._count(merge.table.name, group, cur.rowcount, stopped)
-            except dbapi_error as exc:
-                raise DBAPIError.instance(sql, None, exc, dbapi_error, dialect=self.conn.dialect) from exc
+        with self._staging(merge.stage, merge.make_stage) as cur:
+            with cur.copy(merge.copy) as copy:
+                copy.write(b"".join(lines))
+            stopped = {key for (key,) in cur.execute(merge.stopped, (name,))}
+            cur.execute(merge.merge, merge.params)
+            self._count(merge.table.name, group, cur.rowcount, stopped)
         return True
 
     def _delete(self, name: str, table: Table | None, keyed: list[tuple[str, ChangeEvent]]) -> None:
