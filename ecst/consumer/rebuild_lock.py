@@ -10,7 +10,9 @@ The lock belongs to the process, not to a record: it is released when the proces
 it ends (a crash, `kill -9`, a lost pod), so nothing stale is ever left to clear by hand.
 - PostgreSQL: a session advisory lock, keyed by the database and the schema, on a connection kept
   open for the run. If that connection is lost (a restart of the server, a network cut), the lock
-  goes with it; the rebuild's own next statement then fails on the same outage.
+  goes with it; the rebuild's own next statement then fails on the same outage. A server that
+  cannot be reached when the lock is asked for is the store's StateStoreUnavailableError (or
+  StateStoreError when it refuses the credentials or the database), as for any other statement.
 - SQLite: an exclusive `flock` on a file beside the database (`<database>.rebuild-lock`, left in
   place), which names the holder. An in-memory database is never shared: no lock.
 """
@@ -27,7 +29,9 @@ from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from ecst.consumer.outage import store_error
 from ecst.exceptions import RebuildError
 
 LOCK_SUFFIX = ".rebuild-lock"
@@ -103,11 +107,17 @@ class RebuildLock:
     def _acquire_postgres(self) -> None:
         if self._conn is not None:
             return
-        conn = self.engine.connect()
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise (store_error(exc, self.where) or exc) from exc
         try:
             got = conn.execute(text(f"SELECT pg_try_advisory_lock({_PG_KEYS})")).scalar()
             holder = None if got else conn.execute(_PG_HOLDER).first()
             conn.commit()  # a session lock outlives the transaction; the connection stays open
+        except SQLAlchemyError as exc:
+            conn.close()
+            raise (store_error(exc, self.where) or exc) from exc
         except BaseException:
             conn.close()
             raise

@@ -9,13 +9,14 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import create_engine
 
 from ecst.consumer.config import ConsumerConfig, TopicMapping
 from ecst.consumer.rebuild import rebuild
 from ecst.consumer.rebuild_lock import LOCK_SUFFIX, RebuildLock
 from ecst.consumer.shadow import SHADOW
 from ecst.consumer.store import StateStore
-from ecst.exceptions import RebuildError
+from ecst.exceptions import RebuildError, StateStoreUnavailableError
 from tests.unit.consumer.envelopes import TOPIC, event, row
 
 
@@ -91,3 +92,14 @@ def test_a_second_rebuild_with_restart_leaves_the_running_ones_shadow_alone(url,
         with pytest.raises(RebuildError, match="another `ecst rebootstrap` is running"):
             rebuild("replay", url, config, "127.0.0.1:1", restart=True)  # Kafka is never reached
     assert shadow.rebuild_record() is not None and shadow.rows("users") == before == [before[0]]
+
+
+def test_a_postgresql_state_that_cannot_be_reached_is_the_stores_unavailable_error():
+    # nothing listens on port 1: the connection is refused at once (no server is needed)
+    engine = create_engine("postgresql+psycopg://ecst:secret@127.0.0.1:1/state",
+                           connect_args={"connect_timeout": 2})
+    lock = RebuildLock(engine, "postgresql+psycopg://ecst:***@127.0.0.1:1/state", wait_s=0)
+    refused = r"state store unavailable: .*refused.*127\.0\.0\.1:1/state"
+    with pytest.raises(StateStoreUnavailableError, match=refused):
+        lock.acquire()
+    assert not lock.held
