@@ -4,6 +4,8 @@
     ├── ConfigError             a settings value or environment variable is wrong
     │   └── KafkaAuthenticationError    the brokers refused ecst's credentials (SASL), or the TLS
     │                                   handshake failed (certificate, CA, hostname)
+    ├── KafkaCodecError         a record batch's codec cannot be decompressed here (a package
+    │                           to install: names it; nothing of the batch is applied)
     ├── StackError              the local stack cannot be installed, started or reached
     │   ├── PortInUseError      a port the stack needs is taken by another process
     │   └── KafkaUnavailableError   Kafka cannot be reached at the bootstrap servers
@@ -44,6 +46,11 @@ class ConfigError(EcstError):
 class KafkaAuthenticationError(ConfigError):
     """The Kafka brokers refused ecst's SASL credentials, or the TLS handshake with them failed: a
     setting to fix (kafka.security_protocol, kafka.sasl.*, kafka.ssl.*), not an outage to wait out."""
+
+
+class KafkaCodecError(EcstError):
+    """A record batch is compressed with a codec the installed Kafka client cannot decompress: a
+    package to install beside ecst, not an outage to wait out."""
 
 
 class StackError(EcstError):

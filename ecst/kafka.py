@@ -27,9 +27,10 @@ from kafka.errors import (
     NodeNotReadyError,
     SaslAuthenticationFailedError,
     TopicAlreadyExistsError,
+    UnsupportedCodecError,
 )
 
-from ecst.exceptions import ConfigError, KafkaAuthenticationError, KafkaUnavailableError
+from ecst.exceptions import ConfigError, KafkaAuthenticationError, KafkaCodecError, KafkaUnavailableError
 from ecst.kafka_login import login_failure
 from ecst.kafka_security import KafkaSecurity
 
@@ -110,11 +111,39 @@ def as_settings(kafka: KafkaSettings | str, client: str | None = None,
     return replace(settings, **changes) if changes else settings
 
 
+# kafka-python decompresses a record batch with these packages (gzip is Python's own); ecst
+# depends on all of them, so that it reads any topic a Kafka producer can write
+CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+def codec_error(exc: UnsupportedCodecError) -> KafkaCodecError:
+    """The one-line error for a record batch kafka-python cannot decompress here."""
+    named = next((f"`{package}`" for codec, package in CODEC_PACKAGES.items() if codec in str(exc)),
+                 "the codec's package")
+    return KafkaCodecError(
+        f"a record batch read from Kafka is compressed with a codec kafka-python cannot decompress here "
+        f"({exc}): install {named} beside ecst (`pip install ecst` installs every codec's package), or "
+        "read with kafka.client: confluent; nothing of the batch was applied")
+
+
 @contextmanager
-def reaching(kafka: KafkaSettings, doing: str = "connect to") -> Iterator[None]:
-    """Turn kafka-python's errors inside the block into one `KafkaUnavailableError` line."""
+def decompressing() -> Iterator[None]:
+    """Turn kafka-python's UnsupportedCodecError, raised by a poll that met a record batch whose
+    codec it cannot decompress, into KafkaCodecError (see `codec_error`)."""
     try:
         yield
+    except UnsupportedCodecError as exc:
+        raise codec_error(exc) from exc
+
+
+@contextmanager
+def reaching(kafka: KafkaSettings, doing: str = "connect to") -> Iterator[None]:
+    """Turn kafka-python's errors inside the block into one `KafkaUnavailableError` line (or a
+    `KafkaAuthenticationError`, a `KafkaCodecError`, when that is what they mean)."""
+    try:
+        yield
+    except UnsupportedCodecError as exc:
+        raise codec_error(exc) from exc
     except KafkaError as exc:
         refused = auth_error(kafka, exc)
         if refused is not None:

@@ -177,7 +177,8 @@ class GroupReader:
         """The next batch of messages, in partition order; waits at most `timeout_ms` (default:
         the reader's poll timeout) when none has arrived."""
         wait = self.poll_timeout_ms if timeout_ms is None else min(timeout_ms, self.poll_timeout_ms)
-        polled = self.consumer.poll(timeout_ms=wait, max_records=self.config.batch_size)
+        with kafka.decompressing():
+            polled = self.consumer.poll(timeout_ms=wait, max_records=self.config.batch_size)
         self._check_join()
         return [m for messages in polled.values() for m in messages]
 
@@ -290,8 +291,9 @@ class GroupReader:
         while not stop.is_set() and time.monotonic() < deadline:
             self.alive()
             self.consumer.pause(*self.consumer.assignment())  # also partitions a rebalance brought
-            self.consumer.poll(timeout_ms=max(1, min(self.poll_timeout_ms,
-                                                     int((deadline - time.monotonic()) * 1000))))
+            with kafka.decompressing():
+                self.consumer.poll(timeout_ms=max(1, min(self.poll_timeout_ms,
+                                                         int((deadline - time.monotonic()) * 1000))))
             self._check_join()
 
     def resume(self, stored: Offsets) -> None:

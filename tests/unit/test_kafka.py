@@ -3,7 +3,7 @@
 import pytest
 
 from ecst import kafka
-from ecst.exceptions import ConfigError, KafkaUnavailableError
+from ecst.exceptions import ConfigError, KafkaCodecError, KafkaUnavailableError
 
 
 def test_bootstrap_servers_are_split_and_shared_by_every_client():
@@ -27,6 +27,26 @@ def test_kafka_errors_become_one_line_naming_the_servers():
     with pytest.raises(KafkaUnavailableError, match=r"^couldn't read offsets from Kafka at 127.0.0.1:1: "):
         with kafka.reaching(settings, "read offsets from"):
             raise KafkaConnectionError("111 ECONNREFUSED")
+
+
+@pytest.mark.parametrize(("codec", "package"), [("snappy", "`python-snappy`"), ("lz4", "`lz4`"),
+                                                 ("zstd", "`zstandard`"), ("brotli", "the codec's package")])
+def test_a_codec_kafka_python_cannot_decompress_names_the_package_not_an_outage(codec, package):
+    from kafka.errors import UnsupportedCodecError
+
+    settings = kafka.KafkaSettings("127.0.0.1:1")
+    for block in (kafka.reaching(settings, "read notifications from"), kafka.decompressing()):
+        said = (rf"cannot decompress here \(UnsupportedCodecError: Libraries for {codec} .*\): "
+                rf"install {package} beside ecst")
+        with pytest.raises(KafkaCodecError, match=said):
+            with block:
+                raise UnsupportedCodecError(f"Libraries for {codec} compression codec not found")
+
+
+def test_every_codec_kafka_python_decompresses_with_a_package_is_installed():
+    from kafka import codec
+
+    assert codec.has_gzip() and codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
 
 
 def test_an_unreachable_broker_is_kafka_unavailable():

@@ -184,3 +184,20 @@ def test_every_poll_of_a_subscribed_reader_finishes_a_join_under_way(clients, cl
     r.subscribe()
     r.poll()
     assert clients[0]._coordinator.awaited == [(True, group.JOIN_WAIT_MS)]
+
+
+def test_a_batch_whose_codec_cannot_be_decompressed_is_one_line_naming_the_package(clients, clock):
+    from kafka.errors import UnsupportedCodecError
+
+    from ecst.exceptions import KafkaCodecError
+
+    r = reader()
+    r.subscribe()
+
+    def poll(timeout_ms=0, max_records=None):
+        raise UnsupportedCodecError("Libraries for zstd compression codec not found")
+
+    clients[0].poll = poll  # type: ignore[method-assign]
+    said = r"cannot decompress here \(.*zstd.*\): install `zstandard` beside ecst"
+    with pytest.raises(KafkaCodecError, match=said):
+        r.poll()
