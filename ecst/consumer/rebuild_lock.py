@@ -109,18 +109,18 @@ class RebuildLock:
             return
         try:
             conn = self.engine.connect()
+            try:
+                got = conn.execute(text(f"SELECT pg_try_advisory_lock({_PG_KEYS})")).scalar()
+                holder = None if got else conn.execute(_PG_HOLDER).first()
+                conn.commit()  # a session lock outlives the transaction; the connection stays open
+            except BaseException:
+                conn.close()
+                raise
         except SQLAlchemyError as exc:
-            raise (store_error(exc, self.where) or exc) from exc
-        try:
-            got = conn.execute(text(f"SELECT pg_try_advisory_lock({_PG_KEYS})")).scalar()
-            holder = None if got else conn.execute(_PG_HOLDER).first()
-            conn.commit()  # a session lock outlives the transaction; the connection stays open
-        except SQLAlchemyError as exc:
-            conn.close()
-            raise (store_error(exc, self.where) or exc) from exc
-        except BaseException:
-            conn.close()
-            raise
+            error = store_error(exc, self.where)
+            if error is None:
+                raise  # an error in the statement itself: a bug, with its traceback
+            raise error from exc
         if got:
             self._conn = conn
             return
